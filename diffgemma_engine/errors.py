@@ -1,0 +1,108 @@
+"""The one error hierarchy of diffgemma.
+
+Every error the project raises derives from :class:`DiffGemmaError`. Errors caused by a bad request also
+derive from :class:`ValueError` and name the offending field, so callers can catch either.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .outputs import GenerationResult
+    from .validation import RepairAttempt, Violation
+
+
+class DiffGemmaError(Exception):
+    """Root of every error raised by diffgemma."""
+
+
+class InvalidRequestError(DiffGemmaError, ValueError):
+    """A request argument is invalid. ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+class PromptTooLongError(InvalidRequestError):
+    """The prompt (plus one canvas) does not fit the model's context window."""
+
+    def __init__(self, prompt_tokens: int, limit: int) -> None:
+        self.prompt_tokens = prompt_tokens
+        self.limit = limit
+        super().__init__(
+            "prompt", f"the prompt has {prompt_tokens} tokens; this model accepts at most {limit}"
+        )
+
+
+class ModelLoadError(DiffGemmaError, ValueError):
+    """A model could not be resolved or loaded (unknown name, missing directory, wrong architecture)."""
+
+
+class EngineOverloadedError(DiffGemmaError):
+    """The engine's wait queue is full; retry later."""
+
+
+class EngineDeadError(DiffGemmaError):
+    """The engine's worker failed unrecoverably; every waiting request fails with this error."""
+
+
+class RequestCancelledError(DiffGemmaError):
+    """The request was cancelled (by the caller, a timeout or an engine shutdown)."""
+
+
+class RequestTimeoutError(RequestCancelledError):
+    """The request ran longer than its ``timeout``."""
+
+
+class ValidatorCrashedError(DiffGemmaError):
+    """A validator raised an exception while checking a block. ``validator`` names it."""
+
+    def __init__(self, validator: str, cause: BaseException) -> None:
+        self.validator = validator
+        super().__init__(f"validator {validator!r} crashed: {type(cause).__name__}: {cause}")
+
+
+class BlockValidationError(DiffGemmaError):
+    """A block failed validation and could not be repaired.
+
+    Carries everything needed to recover: ``partial`` (the committed prefix as a
+    :class:`~diffgemma_engine.outputs.GenerationResult`), ``block_index``, ``violations`` of the last
+    attempt, every ``attempts`` record and the last failing ``candidate_text``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        partial: GenerationResult | None,
+        block_index: int,
+        violations: tuple[Violation, ...],
+        attempts: tuple[RepairAttempt, ...],
+        candidate_text: str = "",
+    ) -> None:
+        self.partial = partial
+        self.block_index = block_index
+        self.violations = violations
+        self.attempts = attempts
+        self.candidate_text = candidate_text
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # keep the error picklable across processes
+        return (_rebuild, (type(self), str(self), self.__dict__))
+
+
+class RepairBudgetExceeded(BlockValidationError):
+    """Repairs and regenerations were tried up to the budget and the block still fails."""
+
+
+class UnrepairableBlockError(BlockValidationError):
+    """A violation was FATAL or not repairable, so no repair was attempted."""
+
+
+def _rebuild(cls: type[BlockValidationError], message: str, state: dict[str, Any]) -> BlockValidationError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error

@@ -1,0 +1,52 @@
+"""Which sequences run: admission from a bounded wait queue into a bounded running set. No torch."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from .errors import EngineOverloadedError
+from .sequence import Sequence, SequenceStatus
+
+
+class Scheduler:
+    """FIFO admission; every running sequence in its denoise phase steps every engine step."""
+
+    def __init__(self, max_running: int, max_waiting: int) -> None:
+        self.max_running = max_running
+        self.max_waiting = max_waiting
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
+
+    def add(self, sequence: Sequence) -> None:
+        if len(self.waiting) >= self.max_waiting:
+            raise EngineOverloadedError(
+                f"the wait queue is full ({self.max_waiting} requests); retry later or raise max_waiting"
+            )
+        self.waiting.append(sequence)
+
+    def admit(self) -> list[Sequence]:
+        """Move waiting sequences into free running slots; returns the newly admitted ones."""
+        admitted = []
+        while self.waiting and len(self.running) < self.max_running:
+            sequence = self.waiting.popleft()
+            sequence.status = SequenceStatus.RUNNING
+            self.running.append(sequence)
+            admitted.append(sequence)
+        return admitted
+
+    def denoising(self) -> list[Sequence]:
+        return [s for s in self.running if s.block is not None and not s.block.done]
+
+    def remove(self, sequence: Sequence) -> None:
+        sequence.status = SequenceStatus.FINISHED
+        if sequence in self.running:
+            self.running.remove(sequence)
+        elif sequence in self.waiting:
+            self.waiting.remove(sequence)
+
+    def all(self) -> list[Sequence]:
+        return [*self.running, *self.waiting]
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.running or self.waiting)

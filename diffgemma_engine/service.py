@@ -1,0 +1,366 @@
+"""The shared engine: one model copy, one worker thread, any number of callers.
+
+``get_engine(model)`` returns the process-wide engine for a model (created once, under a lock).
+Callers ``submit`` requests from any thread or event loop and consume a
+:class:`~diffgemma_engine.stream.RequestStream`; the worker thread owns all model work and runs
+``EngineCore.step()`` while there is work.
+"""
+
+from __future__ import annotations
+
+import atexit
+import secrets
+import threading
+import uuid
+import weakref
+from collections.abc import AsyncIterator, Iterator
+from importlib import metadata
+from typing import Any
+
+import torch
+
+from .config import EngineConfig, resolve_device, resolve_dtype
+from .core import EngineCore
+from .detokenizer import Detokenizer
+from .errors import DiffGemmaError, EngineDeadError, EngineOverloadedError, InvalidRequestError, ModelLoadError
+from .loader import load_model
+from .model_runner import ModelRunner
+from .outputs import Event, GenerationResult
+from .params import SamplingParams
+from .prompts import prompt_token_ids, render_messages
+from .registry import DEFAULT_MODEL, resolve_model_ref
+from .sequence import Sequence
+from .stream import RequestStream
+from .validation import CheckerFactory, RequestInfo
+
+CHECKER_ENTRY_POINT_GROUP = "diffgemma.checker_factory"
+
+
+class Engine:
+    """One loaded model serving many concurrent requests with step-level batching.
+
+    Use :func:`get_engine` to share one engine per model and process. Every request entry point takes
+    exactly one of ``prompt`` (text), ``messages`` (chat, through the model's chat template) or
+    ``prompt_token_ids``, plus optional :class:`SamplingParams`.
+    """
+
+    def __init__(self, config: EngineConfig | None = None, **settings: Any) -> None:
+        self.config = config if config is not None else EngineConfig(**settings)
+        self.device = resolve_device(self.config.device)
+        self.dtype = resolve_dtype(self.config.dtype, self.device)
+        self.loaded = load_model(self.config.model, self.device, self.dtype)
+        self.runner = ModelRunner(self.loaded, compile_decoder=self.config.compile)
+        self.core = EngineCore(self.loaded, self.runner, self.config.max_running, self.config.max_waiting)
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._inbox: list[Sequence] = []
+        self._cancels: dict[str, BaseException] = {}
+        self._outstanding = 0
+        self._thread: threading.Thread | None = None
+        self._dead: EngineDeadError | None = None
+        self._closed = False
+        self._checker_factory: CheckerFactory | None = None
+        atexit.register(_shutdown_at_exit, weakref.ref(self))
+
+    # -- facts about the model -----------------------------------------------------------------------
+
+    @property
+    def model_name(self) -> str:
+        return self.loaded.name
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.loaded.tokenizer
+
+    @property
+    def canvas_length(self) -> int:
+        return self.loaded.canvas_length
+
+    @property
+    def context_length(self) -> int:
+        return self.loaded.context_length
+
+    @property
+    def is_alive(self) -> bool:
+        return self._dead is None and not self._closed
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def render_chat(self, messages: list[dict[str, str]]) -> str:
+        """The prompt text the chat template makes of ``messages``."""
+        return render_messages(self.tokenizer, messages)
+
+    # -- requests ------------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        prompt: str | None = None,
+        params: SamplingParams | None = None,
+        *,
+        messages: list[dict[str, str]] | None = None,
+        prompt_token_ids: list[int] | None = None,
+        request_id: str | None = None,
+    ) -> RequestStream:
+        """Queue a request; returns its stream at once. Bad input raises here, before any compute."""
+        sequence, stream = self._prepare(prompt, params, messages, prompt_token_ids, request_id)
+        with self._lock:
+            self._check_open()
+            if self._outstanding >= self.config.max_running + self.config.max_waiting:
+                raise EngineOverloadedError(
+                    f"{self._outstanding} requests in flight; the engine admits "
+                    f"{self.config.max_running} running + {self.config.max_waiting} waiting"
+                )
+            self._outstanding += 1
+            self._inbox.append(sequence)
+            self._ensure_worker()
+            self._wake.notify()
+        return stream
+
+    def generate(self, prompt: str | None = None, params: SamplingParams | None = None, **kwargs: Any) -> GenerationResult:
+        """Run one request to the end and return its result."""
+        stream = self.submit(prompt, params, **kwargs)
+        try:
+            return stream.result()
+        finally:
+            stream.cancel()
+
+    async def agenerate(self, prompt: str | None = None, params: SamplingParams | None = None, **kwargs: Any) -> GenerationResult:
+        stream = self.submit(prompt, params, **kwargs)
+        try:
+            return await stream.aresult()
+        finally:
+            stream.cancel()
+
+    def stream(self, prompt: str | None = None, params: SamplingParams | None = None, **kwargs: Any) -> Iterator[Event]:
+        """Events of one request. Leaving the loop early cancels the request."""
+        handle = self.submit(prompt, params, **kwargs)
+        return _cancelling_iterator(handle)
+
+    def astream(self, prompt: str | None = None, params: SamplingParams | None = None, **kwargs: Any) -> AsyncIterator[Event]:
+        """Async events of one request. ``aclose()``, ``break`` or task cancellation cancel the request."""
+        handle = self.submit(prompt, params, **kwargs)
+        return _cancelling_async_iterator(handle)
+
+    def cancel(self, request_id: str, error: BaseException) -> None:
+        with self._lock:
+            self._cancels[request_id] = error
+            self._wake.notify()
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    def shutdown(self, timeout: float | None = 10.0) -> None:
+        """Cancel in-flight work, stop the worker and release it. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._wake.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown()
+
+    # -- internals -----------------------------------------------------------------------------------
+
+    def _prepare(self, prompt, params, messages, token_ids, request_id) -> tuple[Sequence, RequestStream]:
+        self._check_open()
+        if params is None:
+            params = SamplingParams()
+        if not isinstance(params, SamplingParams):
+            raise InvalidRequestError("params", f"must be a SamplingParams, got {type(params).__name__}")
+        ids = prompt_token_ids(
+            self.tokenizer, prompt=prompt, messages=messages, token_ids=token_ids,
+            vocab_size=self.loaded.vocab_size, context_length=self.context_length,
+            canvas_length=self.canvas_length,
+        )
+        resolved = params.resolve(self.loaded.defaults)
+        request_id = request_id or uuid.uuid4().hex
+        seed = resolved.seed if resolved.seed is not None else secrets.randbits(63)
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(seed)
+        stream = RequestStream(request_id, self.cancel)
+        sequence = Sequence(
+            request_id=request_id,
+            prompt_ids=ids,
+            params=resolved,
+            seed=seed,
+            generator=generator,
+            detokenizer=Detokenizer(self.tokenizer, resolved.stop),
+            emit=lambda item: self._deliver(stream, item),
+            checker=self._checker_for(request_id, resolved),
+            eos_ids=frozenset(self.loaded.defaults.eos_token_ids) | frozenset(resolved.stop_token_ids),
+        )
+        if resolved.timeout is not None:
+            sequence.deadline = sequence.submitted_at + resolved.timeout
+        return sequence, stream
+
+    def _checker_for(self, request_id: str, params: SamplingParams):
+        if not params.validators:
+            if params.validator_options:
+                raise InvalidRequestError("validator_options", "given without any validators selected")
+            return None
+        if not self.config.validation:
+            raise InvalidRequestError("validators", "validation is disabled on this engine (EngineConfig.validation)")
+        factory = self._load_checker_factory()
+        info = RequestInfo(
+            request_id=request_id,
+            validators=params.validators,
+            validator_options=params.validator_options,
+            canvas_length=self.canvas_length,
+            eos_token_ids=tuple(self.loaded.defaults.eos_token_ids),
+        )
+        return factory(info)
+
+    def use_checker_factory(self, factory: CheckerFactory) -> None:
+        """Install the factory that builds each request's validator checker (``diffgemma_plugins`` does)."""
+        self._checker_factory = factory
+
+    def _load_checker_factory(self) -> CheckerFactory:
+        if self._checker_factory is None:
+            points = metadata.entry_points(group=CHECKER_ENTRY_POINT_GROUP, name="default")
+            if not points:
+                raise InvalidRequestError(
+                    "validators", "no validator support is installed (the diffgemma_plugins package provides it)"
+                )
+            self._checker_factory = next(iter(points)).load()()
+        return self._checker_factory
+
+    def _check_open(self) -> None:
+        if self._dead is not None:
+            raise self._dead
+        if self._closed:
+            raise EngineDeadError("this engine was shut down")
+
+    def _deliver(self, stream: RequestStream, item: Any) -> None:
+        terminal = not stream.done and (isinstance(item, BaseException) or type(item).__name__ == "FinalEvent")
+        stream.push(item)
+        if terminal:
+            with self._lock:
+                self._outstanding -= 1
+
+    def _ensure_worker(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=f"diffgemma-engine:{self.model_name}", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._lock:
+                    while not (self._inbox or self._cancels or self.core.has_work or self._closed):
+                        self._wake.wait()
+                    if self._closed:
+                        break
+                    inbox, self._inbox = self._inbox, []
+                    cancels, self._cancels = self._cancels, {}
+                for sequence in inbox:
+                    self.core.add(sequence)
+                for sequence in self.core.scheduler.all():
+                    if sequence.request_id in cancels:
+                        sequence.cancel_error = cancels[sequence.request_id]
+                with torch.inference_mode():
+                    self.core.step()
+        except BaseException as error:  # the worker itself failed: nobody may hang
+            self._dead = EngineDeadError(f"the engine worker died: {type(error).__name__}: {error}")
+            self._dead.__cause__ = error
+            self._fail_everything(self._dead)
+            return
+        self._fail_everything(_shutdown_error())
+
+    def _fail_everything(self, error: DiffGemmaError) -> None:
+        with self._lock:
+            inbox, self._inbox = self._inbox, []
+        for sequence in inbox:
+            sequence.emit(error)
+        self.core.fail_all(error)
+
+
+def _shutdown_error() -> DiffGemmaError:
+    from .errors import RequestCancelledError
+
+    return RequestCancelledError("the engine was shut down")
+
+
+def _cancelling_iterator(handle: RequestStream) -> Iterator[Event]:
+    try:
+        yield from handle
+    finally:
+        handle.cancel()
+
+
+async def _cancelling_async_iterator(handle: RequestStream) -> AsyncIterator[Event]:
+    try:
+        async for event in handle:
+            yield event
+    finally:
+        handle.cancel()
+
+
+def _shutdown_at_exit(engine_ref: weakref.ref) -> None:
+    engine = engine_ref()
+    if engine is not None:
+        engine.shutdown(timeout=5.0)
+
+
+class _EngineRegistry:
+    """The process-wide engines, one per (model, device, dtype)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._engines: dict[tuple[str, str, str], Engine] = {}
+
+    def get(self, model: str | None, settings: dict[str, Any]) -> Engine:
+        config = EngineConfig(model=model or DEFAULT_MODEL, **settings)
+        ref = resolve_model_ref(config.model)
+        if ref is None:
+            load_model(config.model, "cpu", torch.float32)  # raises the precise ModelLoadError
+            raise ModelLoadError(f"cannot resolve model {config.model!r}")
+        device = resolve_device(config.device)
+        key = (ref.key, device, str(resolve_dtype(config.dtype, device)))
+        with self._lock:
+            engine = self._engines.get(key)
+            if engine is not None and engine.is_alive:
+                _check_compatible(engine.config, config)
+                return engine
+            engine = Engine(config)
+            self._engines[key] = engine
+            return engine
+
+    def clear(self) -> None:
+        with self._lock:
+            engines, self._engines = list(self._engines.values()), {}
+        for engine in engines:
+            engine.shutdown()
+
+
+def _check_compatible(existing: EngineConfig, wanted: EngineConfig) -> None:
+    for name in ("max_running", "max_waiting", "compile", "validation"):
+        if getattr(existing, name) != getattr(wanted, name):
+            raise InvalidRequestError(
+                name,
+                f"the shared engine for {wanted.model!r} already runs with {name}={getattr(existing, name)!r}; "
+                f"asked for {getattr(wanted, name)!r} (a second copy of the weights is never made)",
+            )
+
+
+_REGISTRY = _EngineRegistry()
+
+
+def get_engine(model: str | None = None, **settings: Any) -> Engine:
+    """The process-wide shared engine for ``model`` (default: the embedded default model).
+
+    ``settings`` are :class:`EngineConfig` fields. Asking again for the same model, device and dtype
+    returns the same engine; asking with conflicting settings raises :class:`InvalidRequestError`.
+    """
+    return _REGISTRY.get(model, settings)
+
+
+def shutdown_engines() -> None:
+    """Shut down every shared engine (tests, and long-lived hosts that reload models)."""
+    _REGISTRY.clear()

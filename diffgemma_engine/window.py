@@ -1,0 +1,238 @@
+"""The validation window and the end of a block: validate, repair or regenerate, then commit or finish.
+
+A denoised block is turned into its response tokens (cut at EOS, a stop token, a stop string or
+``max_new_tokens``). If the request has a checker, the block is checked before anything is committed
+or streamed; a failing block is repaired in place (only the decided positions are renoised, the rest is
+frozen), regenerated with a derived seed, accepted flagged, or given up per ``on_exhausted``. Only a
+settled block is streamed, so nothing ever has to be retracted.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import torch
+
+from .detokenizer import Detokenized
+from .errors import RepairBudgetExceeded, UnrepairableBlockError
+from .outputs import BlockEvent, FinalEvent, GenerationResult, GenerationStats, Usage
+from .validation import (
+    BlockValidation,
+    BlockView,
+    OnExhausted,
+    RepairAction,
+    RepairAttempt,
+    ValidationReport,
+    ValidationSummary,
+)
+
+if TYPE_CHECKING:
+    from .core import EngineCore
+    from .sequence import Sequence
+
+
+class _Candidate:
+    """A denoised block cut to what would enter the response."""
+
+    def __init__(self, sequence: Sequence, canvas: list[int]) -> None:
+        params = sequence.params
+        self.canvas = canvas
+        self.eos_position = None
+        self.stop_token: int | None = None
+        tokens = canvas
+        if not params.ignore_eos or params.stop_token_ids:
+            ends = set(params.stop_token_ids) if params.ignore_eos else sequence.eos_ids
+            for position, token in enumerate(canvas):
+                if token in ends:
+                    self.eos_position, self.stop_token = position, token
+                    tokens = canvas[:position]
+                    break
+        self.length_cut = len(tokens) >= sequence.remaining_tokens
+        self.tokens = tokens[: sequence.remaining_tokens]
+        self.final_before_stop = self.eos_position is not None or self.length_cut
+        self.detokenized: Detokenized = sequence.detokenizer.preview(self.tokens, final=self.final_before_stop)
+        self.is_final = self.final_before_stop or self.detokenized.stop is not None
+
+
+class BlockSettler:
+    """Settles finished blocks for the core."""
+
+    def __init__(self, core: EngineCore) -> None:
+        self.core = core
+
+    def settle(self, sequence: Sequence) -> None:
+        block = sequence.block
+        candidate = _Candidate(sequence, block.argmax.tolist())
+        if sequence.checker is None:
+            self._commit(sequence, candidate, validation=None)
+            return
+        view = self._view(sequence, candidate)
+        report = sequence.checker.check(view)
+        if report.passed:
+            sequence.checker.on_commit(view, report)
+            self._commit(sequence, candidate, self._record(sequence, view, report, passed=True))
+            return
+        decision = sequence.checker.decide(view, report, tuple(sequence.block_attempts))
+        if decision.action is RepairAction.ACCEPT:
+            self._commit(sequence, candidate, self._record(sequence, view, report, passed=False))
+        elif decision.action is RepairAction.REPAIR:
+            self._repair(sequence, report, decision.positions, decision.steps)
+        elif decision.action is RepairAction.REGENERATE:
+            self._regenerate(sequence, report, decision.sampler_overrides)
+        else:
+            sequence.checker.on_exhausted(view, report)
+            self._give_up(sequence, candidate, view, report)
+
+    # -- repair and regeneration -------------------------------------------------------------------
+
+    def _repair(self, sequence: Sequence, report: ValidationReport, positions, steps: int | None) -> None:
+        block = sequence.block
+        positions = sorted({p for p in positions if 0 <= p < block.canvas.shape[0]})
+        if not positions:
+            raise ValueError("a REPAIR decision must name at least one canvas position")
+        self._note_attempt(sequence, RepairAction.REPAIR, tuple(positions), report)
+        sequence.block_repaired.update(positions)
+        generator = _derived_generator(sequence, block.index, block.attempt + 1, block.canvas.device)
+        frozen = torch.ones_like(block.argmax, dtype=torch.bool)
+        frozen[positions] = False
+        noise = self.core.runner.new_canvas(generator)
+        canvas = torch.where(frozen, block.argmax, noise)
+        self.core.start_block(
+            sequence, block.index, block.attempt + 1, block.params, generator, canvas, frozen,
+            max_steps=steps or max(1, block.params.max_denoising_steps // 3),
+        )
+
+    def _regenerate(self, sequence: Sequence, report: ValidationReport, overrides) -> None:
+        block = sequence.block
+        self._note_attempt(sequence, RepairAction.REGENERATE, (), report)
+        params = block.params.with_overrides(dict(overrides))
+        generator = _derived_generator(sequence, block.index, block.attempt + 1, block.canvas.device)
+        self.core.start_block(sequence, block.index, block.attempt + 1, params, generator)
+
+    def _note_attempt(self, sequence: Sequence, action: RepairAction, positions, report: ValidationReport) -> None:
+        steps = sequence.block.steps
+        if sequence.block.attempt > 0:
+            sequence.block_extra_steps += steps
+        sequence.repairs += 1
+        sequence.block_attempts.append(RepairAttempt(len(sequence.block_attempts) + 1, action, positions, steps,
+                                                     report.violations))
+
+    def _give_up(self, sequence: Sequence, candidate: _Candidate, view: BlockView, report: ValidationReport) -> None:
+        mode = sequence.params.on_exhausted
+        record = self._record(sequence, view, report, passed=False)
+        if mode is OnExhausted.RETURN_FLAGGED:
+            self._commit(sequence, candidate, record, finish_reason="validation_failed")
+        elif mode is OnExhausted.TRUNCATE:
+            sequence.validations.append(record)
+            self._finish(sequence, "validation_failed", None)
+        else:
+            unrepairable = any(v.fails and (not v.repairable or v.severity >= 40) for v in report.violations)
+            error_type = UnrepairableBlockError if unrepairable else RepairBudgetExceeded
+            sequence.validations.append(record)
+            error = error_type(
+                f"block {view.index} of request {sequence.request_id} failed validation: "
+                + "; ".join(f"{v.validator}/{v.code}: {v.message}" for v in report.failing),
+                partial=self._result(sequence, "validation_failed", None),
+                block_index=view.index,
+                violations=report.violations,
+                attempts=tuple(sequence.block_attempts),
+                candidate_text=view.text,
+            )
+            self.core.fail(sequence, error)
+
+    # -- commit and finish -------------------------------------------------------------------------
+
+    def _commit(self, sequence: Sequence, candidate: _Candidate, validation: BlockValidation | None,
+                finish_reason: str | None = None) -> None:
+        block = sequence.block
+        sequence.detokenizer.apply(candidate.detokenized)
+        if validation is not None:
+            sequence.validations.append(validation)
+        sequence.blocks_committed += 1
+        if sequence.first_block_at is None:
+            sequence.first_block_at = time.perf_counter()
+        sequence.emit(BlockEvent(sequence.request_id, block.index, candidate.detokenized.delta,
+                                 candidate.detokenized.token_ids, block.steps, validation))
+        if finish_reason is not None or candidate.is_final:
+            if finish_reason is None:
+                finish_reason = "length" if candidate.length_cut and candidate.eos_position is None else "stop"
+                if candidate.detokenized.stop is not None:
+                    finish_reason = "stop"
+            stop_reason = candidate.detokenized.stop if candidate.detokenized.stop is not None else candidate.stop_token
+            self._finish(sequence, finish_reason, stop_reason)
+            return
+        self.core.runner.commit(sequence.prefix, block.argmax)
+        sequence.encoder_passes += 1
+        sequence.block_attempts, sequence.block_extra_steps, sequence.block_repaired = [], 0, set()
+        self.core.start_block(sequence, block.index + 1)
+
+    def _finish(self, sequence: Sequence, finish_reason: str, stop_reason) -> None:
+        self.core.scheduler.remove(sequence)
+        sequence.emit(FinalEvent(self._result(sequence, finish_reason, stop_reason)))
+
+    def _result(self, sequence: Sequence, finish_reason: str, stop_reason) -> GenerationResult:
+        now = time.perf_counter()
+        tokens = tuple(sequence.detokenizer.token_ids)
+        stats = GenerationStats(
+            blocks=sequence.blocks_committed,
+            denoising_steps=sequence.denoising_steps,
+            encoder_passes=sequence.encoder_passes,
+            repairs=sequence.repairs,
+            tokens_per_forward=len(tokens) / sequence.denoising_steps if sequence.denoising_steps else 0.0,
+            queue_time=(sequence.started_at or now) - sequence.submitted_at,
+            first_block_time=(sequence.first_block_at or now) - sequence.submitted_at,
+            total_time=now - sequence.submitted_at,
+        )
+        return GenerationResult(
+            request_id=sequence.request_id,
+            text=sequence.detokenizer.text,
+            token_ids=tokens,
+            finish_reason=finish_reason,
+            usage=Usage(prompt_tokens=len(sequence.prompt_ids), completion_tokens=len(tokens)),
+            stats=stats,
+            seed=sequence.seed,
+            validation=ValidationSummary(tuple(sequence.validations)),
+            stop_reason=stop_reason,
+        )
+
+    # -- views ---------------------------------------------------------------------------------------
+
+    def _view(self, sequence: Sequence, candidate: _Candidate) -> BlockView:
+        block = sequence.block
+        text, offsets = sequence.detokenizer.offsets(candidate.detokenized.token_ids)
+        return BlockView(
+            request_id=sequence.request_id,
+            index=block.index,
+            attempt=len(sequence.block_attempts),
+            token_ids=candidate.detokenized.token_ids,
+            text=text,
+            token_offsets=offsets,
+            eos_position=candidate.eos_position,
+            is_final=candidate.is_final,
+            converged=block.converged,
+            steps_used=block.steps,
+            entropy=tuple(block.entropy.tolist()),
+            canvas_length=block.canvas.shape[0],
+            committed_text=sequence.detokenizer.text,
+            committed_token_ids=tuple(sequence.detokenizer.token_ids),
+            prompt_token_ids=sequence.prompt_ids,
+        )
+
+    def _record(self, sequence: Sequence, view: BlockView, report: ValidationReport, passed: bool) -> BlockValidation:
+        extra = sequence.block_extra_steps + (sequence.block.steps if sequence.block.attempt > 0 else 0)
+        return BlockValidation(
+            block_index=view.index,
+            passed=passed,
+            attempts=tuple(sequence.block_attempts),
+            violations=report.violations,
+            repaired_positions=tuple(sorted(sequence.block_repaired)),
+            extra_steps=extra,
+        )
+
+
+def _derived_generator(sequence: Sequence, block_index: int, attempt: int, device: torch.device) -> torch.Generator:
+    seed = (sequence.seed * 1_000_003 + block_index * 10_007 + attempt * 101) % (2**63)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    return generator
