@@ -43,7 +43,7 @@ class _Candidate:
         tokens = canvas
         if not params.ignore_eos or params.stop_token_ids:
             ends = set(params.stop_token_ids) if params.ignore_eos else sequence.eos_ids
-            for position, token in enumerate(canvas):
+            for position, token in enumerate(canvas[: sequence.remaining_tokens]):
                 if token in ends:
                     self.eos_position, self.stop_token = position, token
                     tokens = canvas[:position]
