@@ -28,10 +28,10 @@ from .window import BlockSettler
 class EngineCore:
     """Owns the scheduler, the model runner and the sequences; not thread-safe (one worker thread)."""
 
-    def __init__(self, loaded: LoadedModel, runner: ModelRunner, max_running: int, max_waiting: int) -> None:
+    def __init__(self, loaded: LoadedModel, runner: ModelRunner, max_running: int) -> None:
         self.loaded = loaded
         self.runner = runner
-        self.scheduler = Scheduler(max_running, max_waiting)
+        self.scheduler = Scheduler(max_running)
         self.settler = BlockSettler(self)
         self.steps = 0
 

@@ -1,27 +1,25 @@
-"""Which sequences run: admission from a bounded wait queue into a bounded running set. No torch."""
+"""Which sequences run: FIFO admission into a bounded running set. No torch.
+
+Back-pressure (how many requests may wait at all) is the service's job: it refuses new requests with
+``EngineOverloadedError`` before they reach the core, so the core never drops accepted work.
+"""
 
 from __future__ import annotations
 
 from collections import deque
 
-from .errors import EngineOverloadedError
 from .sequence import Sequence, SequenceStatus
 
 
 class Scheduler:
     """FIFO admission; every running sequence in its denoise phase steps every engine step."""
 
-    def __init__(self, max_running: int, max_waiting: int) -> None:
+    def __init__(self, max_running: int) -> None:
         self.max_running = max_running
-        self.max_waiting = max_waiting
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
 
     def add(self, sequence: Sequence) -> None:
-        if len(self.waiting) >= self.max_waiting:
-            raise EngineOverloadedError(
-                f"the wait queue is full ({self.max_waiting} requests); retry later or raise max_waiting"
-            )
         self.waiting.append(sequence)
 
     def admit(self) -> list[Sequence]:

@@ -50,7 +50,7 @@ class Engine:
         self.dtype = resolve_dtype(self.config.dtype, self.device)
         self.loaded = load_model(self.config.model, self.device, self.dtype)
         self.runner = ModelRunner(self.loaded, compile_decoder=self.config.compile)
-        self.core = EngineCore(self.loaded, self.runner, self.config.max_running, self.config.max_waiting)
+        self.core = EngineCore(self.loaded, self.runner, self.config.max_running)
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._inbox: list[Sequence] = []

@@ -44,7 +44,10 @@ class RequestStream:
             self._ready.notify_all()
             waiters, self._waiters = self._waiters, []
         for loop, future in waiters:
-            loop.call_soon_threadsafe(_wake, future)
+            try:
+                loop.call_soon_threadsafe(_wake, future)
+            except RuntimeError:  # that consumer's event loop is closed; nobody is waiting there
+                pass
 
     # -- consumer side -------------------------------------------------------------------------------
 

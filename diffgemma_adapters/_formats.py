@@ -1,0 +1,370 @@
+"""The model's text formats for tools and structured output, shared by every adapter.
+
+Tools use Gemma 4's native syntax (the tokens are Gemma 4 control tokens; with a tokenizer that lacks them,
+as ``tiny-random``'s, they are plain text and everything works the same):
+
+- declarations, placed in the system turn::
+
+      <|tool>declaration:get_weather{description:<|"|>Weather of a city<|"|>,parameters:{...}}<tool|>
+
+- a call, written by the model::
+
+      <|tool_call>call:get_weather{city:<|"|>London<|"|>}<tool_call|>
+
+- a result, sent back to the model in a ``tool`` turn::
+
+      <|tool_response>response:get_weather{value:<|"|>15 C, sunny<|"|>}<tool_response|>
+
+Values are written like JSON except that object keys are bare and strings are delimited by ``<|"|>``.
+The parser also accepts JSON-quoted strings and quoted keys, so a JSON-speaking model is understood too.
+
+Nothing here imports an engine or a framework: it works on strings and token ids.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+TOOL_OPEN, TOOL_CLOSE = "<|tool>", "<tool|>"
+CALL_OPEN, CALL_CLOSE = "<|tool_call>", "<tool_call|>"
+RESPONSE_OPEN, RESPONSE_CLOSE = "<|tool_response>", "<tool_response|>"
+QUOTE = '<|"|>'
+REPLACEMENT = "\ufffd"
+
+_BARE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+
+
+# -- writing -------------------------------------------------------------------------------------------
+
+
+def encode_value(value: Any) -> str:
+    """``value`` (JSON-like data) in the native syntax."""
+    if value is None:
+        return "null"
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"cannot encode the non-finite number {value!r}")
+        return json.dumps(value)
+    if isinstance(value, str):
+        return f"{QUOTE}{value}{QUOTE}"
+    if isinstance(value, Mapping):
+        return "{" + ",".join(f"{_encode_key(k)}:{encode_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(encode_value(v) for v in value) + "]"
+    raise ValueError(f"cannot encode a {type(value).__name__} as a tool value")
+
+
+def _encode_key(key: object) -> str:
+    text = str(key)
+    return text if _BARE_KEY.match(text) else f"{QUOTE}{text}{QUOTE}"
+
+
+def declare_tools(tools: Sequence[Mapping[str, Any]]) -> str:
+    """Declarations of OpenAI-format tools (``{"type": "function", "function": {...}}``), one per line."""
+    lines = []
+    for tool in tools:
+        function = tool.get("function", tool)
+        body: dict[str, Any] = {}
+        if function.get("description"):
+            body["description"] = function["description"]
+        body["parameters"] = function.get("parameters") or {"type": "object", "properties": {}}
+        lines.append(f"{TOOL_OPEN}declaration:{function['name']}{encode_value(body)}{TOOL_CLOSE}")
+    return "\n".join(lines)
+
+
+def format_tool_call(name: str, args: Mapping[str, Any]) -> str:
+    """A call as the model writes it."""
+    return f"{CALL_OPEN}call:{name}{encode_value(dict(args))}{CALL_CLOSE}"
+
+
+def format_tool_response(name: str, content: str) -> str:
+    """A tool's result as the model reads it. JSON objects are passed as objects, anything else as text."""
+    try:
+        value = json.loads(content)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        value = {"value": content}
+    return f"{RESPONSE_OPEN}response:{name}{encode_value(value)}{RESPONSE_CLOSE}"
+
+
+def tools_instruction(tools: Sequence[Mapping[str, Any]], forced: str | None) -> str:
+    """The system-turn text that declares ``tools`` (and says which one must be called, if forced)."""
+    text = (
+        "You can call these tools. To call one, write "
+        f"{CALL_OPEN}call:NAME{{argument:value,...}}{CALL_CLOSE} and stop; its result comes back in a "
+        f"{RESPONSE_OPEN} turn.\n{declare_tools(tools)}"
+    )
+    if forced == "":
+        text += "\nYou must call one of these tools now."
+    elif forced:
+        text += f"\nYou must call the tool {forced} now."
+    return text
+
+
+def json_instruction(schema: Mapping[str, Any] | None) -> str:
+    """The system-turn text asking for JSON output (conforming to ``schema`` when given)."""
+    if schema is None:
+        return "Respond with a single JSON object and nothing else."
+    return (
+        "Respond with a single JSON value that conforms to this JSON Schema, and nothing else:\n"
+        + json.dumps(schema, ensure_ascii=False, sort_keys=True)
+    )
+
+
+# -- reading -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A call the model made. ``args`` is ``None`` (and ``error`` says why) when it could not be parsed."""
+
+    name: str
+    args: dict[str, Any] | None
+    raw_args: str
+    id: str = field(default_factory=lambda: f"call_{uuid.uuid4().hex[:24]}")
+    error: str | None = None
+
+    @property
+    def valid(self) -> bool:
+        return self.args is not None and self.error is None
+
+
+class _Parser:
+    """A recursive-descent reader of native (or JSON) values."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.pos = 0
+
+    def fail(self, what: str) -> ValueError:
+        return ValueError(f"{what} at offset {self.pos} of {self.text!r}")
+
+    def skip(self) -> None:
+        while self.pos < len(self.text) and self.text[self.pos].isspace():
+            self.pos += 1
+
+    def peek(self, token: str) -> bool:
+        return self.text.startswith(token, self.pos)
+
+    def expect(self, token: str) -> None:
+        self.skip()
+        if not self.peek(token):
+            raise self.fail(f"expected {token!r}")
+        self.pos += len(token)
+
+    def value(self) -> Any:
+        self.skip()
+        if self.peek("{"):
+            return self.object()
+        if self.peek("["):
+            return self.array()
+        if self.peek(QUOTE):
+            return self.native_string()
+        if self.peek('"'):
+            return self.json_string()
+        return self.scalar()
+
+    def object(self) -> dict[str, Any]:
+        self.expect("{")
+        result: dict[str, Any] = {}
+        self.skip()
+        if self.peek("}"):
+            self.pos += 1
+            return result
+        while True:
+            key = self.key()
+            self.expect(":")
+            result[key] = self.value()
+            self.skip()
+            if self.peek(","):
+                self.pos += 1
+                continue
+            self.expect("}")
+            return result
+
+    def array(self) -> list[Any]:
+        self.expect("[")
+        result: list[Any] = []
+        self.skip()
+        if self.peek("]"):
+            self.pos += 1
+            return result
+        while True:
+            result.append(self.value())
+            self.skip()
+            if self.peek(","):
+                self.pos += 1
+                continue
+            self.expect("]")
+            return result
+
+    def key(self) -> str:
+        self.skip()
+        if self.peek(QUOTE):
+            return self.native_string()
+        if self.peek('"'):
+            return self.json_string()
+        end = self.text.find(":", self.pos)
+        if end == -1:
+            raise self.fail("expected a key")
+        key = self.text[self.pos : end].strip()
+        if not key or any(c in key for c in "{}[],"):
+            raise self.fail("expected a key")
+        self.pos = end
+        return key
+
+    def native_string(self) -> str:
+        self.pos += len(QUOTE)
+        end = self.text.find(QUOTE, self.pos)
+        if end == -1:
+            raise self.fail("unterminated string")
+        value, self.pos = self.text[self.pos : end], end + len(QUOTE)
+        return value
+
+    def json_string(self) -> str:
+        try:
+            value, end = json.JSONDecoder().raw_decode(self.text, self.pos)
+        except ValueError as error:
+            raise self.fail(f"bad JSON string ({error.args[0]})") from None
+        self.pos = end
+        return value
+
+    def scalar(self) -> Any:
+        match = re.compile(r"[^,}\]]*").match(self.text, self.pos)
+        word = match.group(0).strip() if match else ""
+        if not word:
+            raise self.fail("expected a value")
+        self.pos = match.end()
+        if word in ("true", "false", "null"):
+            return {"true": True, "false": False, "null": None}[word]
+        try:
+            return json.loads(word)
+        except ValueError:
+            return word  # a bare word is read as a string, as Gemma sometimes writes enum values
+
+
+def parse_value(text: str) -> Any:
+    """Parse one native (or JSON) value; raises ``ValueError`` on anything else."""
+    parser = _Parser(text)
+    value = parser.value()
+    parser.skip()
+    if parser.pos != len(text):
+        raise parser.fail("unexpected trailing text")
+    return value
+
+
+def _parse_call(body: str) -> ToolCall:
+    """``body`` is what stands between the call markers: ``call:NAME{...}``."""
+    text = body.strip()
+    if text.startswith("call:"):
+        text = text[len("call:") :]
+    brace = text.find("{")
+    name = (text if brace == -1 else text[:brace]).strip()
+    raw_args = "" if brace == -1 else text[brace:]
+    if not name:
+        return ToolCall(name="", args=None, raw_args=body, error="the call names no tool")
+    if brace == -1:
+        return ToolCall(name=name, args={}, raw_args="")
+    try:
+        args = parse_value(raw_args)
+    except ValueError as error:
+        return ToolCall(name=name, args=None, raw_args=raw_args, error=str(error))
+    if not isinstance(args, dict):
+        return ToolCall(name=name, args=None, raw_args=raw_args, error="arguments are not an object")
+    return ToolCall(name=name, args=args, raw_args=raw_args)
+
+
+def split_tool_calls(raw: str, *, final: bool = True) -> tuple[str, list[ToolCall]]:
+    """Split model output into its visible text and its tool calls.
+
+    Text inside call markers is never visible. With ``final=False`` (a stream in progress) an unclosed call
+    and a trailing partial call marker are held back instead of being parsed or shown.
+    """
+    visible: list[str] = []
+    calls: list[ToolCall] = []
+    position = 0
+    while True:
+        start = raw.find(CALL_OPEN, position)
+        if start == -1:
+            tail = raw[position:]
+            if not final:
+                tail = tail[: len(tail) - _partial_marker(tail)]
+            visible.append(tail)
+            break
+        visible.append(raw[position:start])
+        end = raw.find(CALL_CLOSE, start)
+        if end == -1:
+            if final:  # the model stopped inside a call (EOS or length): parse what is there
+                calls.append(_parse_call(raw[start + len(CALL_OPEN) :]))
+            break
+        calls.append(_parse_call(raw[start + len(CALL_OPEN) : end]))
+        position = end + len(CALL_CLOSE)
+    return "".join(visible), calls
+
+
+def _partial_marker(text: str) -> int:
+    for length in range(min(len(text), len(CALL_OPEN) - 1), 0, -1):
+        if CALL_OPEN.startswith(text[-length:]):
+            return length
+    return 0
+
+
+# -- assembling a response from committed blocks ----------------------------------------------------------
+
+
+class ToolCallAssembler:
+    """Turns a tool-enabled response's committed tokens into append-only visible text and tool calls.
+
+    The engine's text drops special tokens, which would erase Gemma 4's tool markers, so the raw text is
+    decoded here from the committed token ids (``decode(ids)`` keeps special tokens); special tokens
+    outside calls are then removed from the visible text. ``prefill`` is text the request forced at the
+    start of the model's turn (a forced tool call); it is part of the raw output.
+    """
+
+    def __init__(self, decode: Callable[[Sequence[int]], str], special_tokens: Sequence[str], prefill: str = "") -> None:
+        self._decode = decode
+        self._specials = tuple(sorted((s for s in special_tokens if s and s not in _MARKERS), key=len, reverse=True))
+        self._prefill = prefill
+        self._token_ids: list[int] = []
+        self.emitted = ""
+
+    def add_block(self, token_ids: Sequence[int]) -> str:
+        """Add one committed block; returns the newly visible text (possibly empty)."""
+        self._token_ids.extend(token_ids)
+        return self._advance(final=False)
+
+    def finish(self, token_ids: Sequence[int]) -> tuple[str, list[ToolCall]]:
+        """Settle the response from its final token ids; returns the last visible text and the calls."""
+        self._token_ids = list(token_ids)
+        delta = self._advance(final=True)
+        _, calls = split_tool_calls(self._raw(final=True), final=True)
+        return delta, calls
+
+    def _raw(self, final: bool) -> str:
+        raw = self._prefill + self._decode(self._token_ids)
+        return raw if final else raw.rstrip(REPLACEMENT)
+
+    def _advance(self, final: bool) -> str:
+        visible, _ = split_tool_calls(self._raw(final), final=final)
+        visible = self._strip_specials(visible)
+        if not visible.startswith(self.emitted):  # cannot happen for append-only blocks; never retract text
+            return ""
+        delta, self.emitted = visible[len(self.emitted) :], visible
+        return delta
+
+    def _strip_specials(self, text: str) -> str:
+        for token in self._specials:
+            text = text.replace(token, "")
+        return text
+
+
+_MARKERS = frozenset({CALL_OPEN, CALL_CLOSE, QUOTE, TOOL_OPEN, TOOL_CLOSE, RESPONSE_OPEN, RESPONSE_CLOSE})

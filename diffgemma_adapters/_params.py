@@ -1,0 +1,513 @@
+"""The one place where adapter settings and per-call options become an engine request.
+
+Shared by the LangChain and LlamaIndex adapters (it imports neither framework):
+
+- :class:`GenerationSettings`: the fields every adapter has, declared once with their documentation;
+- :func:`sampling_params`: settings + call options -> :class:`~diffgemma_engine.SamplingParams`;
+- :func:`normalize_messages`: any conversation -> turns the model's chat template accepts;
+- :func:`prepare_request`: all of the above, plus tools and structured output -> a :class:`PreparedRequest`.
+
+Temperature. DiffusionGemma has no single sampling temperature: each canvas is denoised under a linear
+schedule from ``t_max`` (first step) down to ``t_min`` (last step). The standard ``temperature`` maps onto
+that schedule as ``t_max = temperature`` and ``t_min = temperature / 2`` (the checkpoint's own ratio,
+0.4 / 0.8). ``temperature=None`` keeps the checkpoint's schedule; values below
+:data:`GREEDY_TEMPERATURE` (including 0) are raised to it, which is greedy for all practical purposes.
+Explicit ``t_min`` / ``t_max`` win over ``temperature``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+from diffgemma_engine import InvalidRequestError, RequestStream, SamplingParams, get_engine
+
+from ._formats import (
+    CALL_OPEN,
+    ToolCallAssembler,
+    format_tool_call,
+    format_tool_response,
+    json_instruction,
+    tools_instruction,
+)
+
+GREEDY_TEMPERATURE = 0.01
+"""The lowest ``t_max`` a ``temperature`` maps to; ``temperature=0`` means this (near-greedy) schedule."""
+
+T_MIN_RATIO = 0.5
+"""``t_min = T_MIN_RATIO * temperature`` (the ratio of the checkpoint's default schedule)."""
+
+TOLERATED_OPTIONS = frozenset({"max_retries", "api_key"})
+"""Options of hosted chat APIs that are accepted (so adapters are drop-in replacements) and ignored: an
+in-process engine has nothing to authenticate and nothing to retry."""
+
+SAMPLING_OPTIONS = (
+    "temperature",
+    "max_tokens",
+    "seed",
+    "max_denoising_steps",
+    "entropy_bound",
+    "t_min",
+    "t_max",
+    "stability_threshold",
+    "confidence_threshold",
+    "adaptive_stopping",
+    "validators",
+    "validator_options",
+    "on_validation_failure",
+    "timeout",
+)
+"""The settings a single call may override (``llm.invoke(..., temperature=0.2)``)."""
+
+JSON_VALIDATOR = "builtin.json"
+
+ValidationFailure = Literal["raise", "return_flagged", "truncate"]
+
+
+@runtime_checkable
+class EngineLike(Protocol):
+    """What an adapter needs of an engine (:class:`diffgemma_engine.Engine` has it all)."""
+
+    @property
+    def model_name(self) -> str: ...
+
+    @property
+    def tokenizer(self) -> Any: ...
+
+    @property
+    def context_length(self) -> int: ...
+
+    def render_chat(self, messages: list[dict[str, str]]) -> str: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def submit(self, prompt: str | None = None, params: SamplingParams | None = None, **kwargs: Any) -> RequestStream: ...
+
+
+class GenerationSettings(BaseModel):
+    """The settings every DiffusionGemma adapter shares; each can be overridden per call."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True, arbitrary_types_allowed=True, extra="forbid")
+
+    model: str | None = None
+    """The model to serve: a built-in name (``"tiny-random"``), a checkpoint directory or a hub id.
+
+    Resolved through ``diffgemma_engine.get_engine``, so every adapter (LangChain or LlamaIndex) that names
+    the same model shares one engine and one copy of the weights. Defaults to ``engine``'s model, or to the
+    packaged default model when neither is given. A per-call ``model=`` routes that call to that model's
+    shared engine."""
+
+    engine: Any = Field(default=None, exclude=True)
+    """An engine to use instead of resolving ``model`` (for instance one built with a custom
+    ``EngineConfig``). Anything with the :class:`EngineLike` members works."""
+
+    temperature: float | None = None
+    """Sampling temperature, mapped onto the denoising schedule: ``t_max = temperature``,
+    ``t_min = temperature / 2``. ``None`` keeps the checkpoint's schedule; 0 is near-greedy."""
+
+    max_tokens: int | None = None
+    """Maximum number of generated tokens (exact, even mid-canvas). ``None``: the checkpoint's default."""
+
+    stop: list[str] | None = None
+    """Stop strings. The response ends before the first one found (it is not included); stop strings given
+    to a call are added to these."""
+
+    seed: int | None = None
+    """Seed of the request's own random generator. Same seed, prompt and settings: same output."""
+
+    max_denoising_steps: int | None = None
+    """Denoising steps per canvas at most (checkpoint default: 48)."""
+
+    entropy_bound: float | None = None
+    """Joint-entropy budget of the entropy-bound acceptance rule (checkpoint default: 0.1)."""
+
+    t_min: float | None = None
+    """Temperature at the end of each canvas's schedule. Overrides the value derived from ``temperature``."""
+
+    t_max: float | None = None
+    """Temperature at the start of each canvas's schedule. Overrides the value derived from ``temperature``."""
+
+    stability_threshold: int | None = None
+    """Steps the argmax canvas must stay unchanged before a canvas may stop early."""
+
+    confidence_threshold: float | None = None
+    """Mean entropy below which a stable canvas stops early."""
+
+    adaptive_stopping: bool = True
+    """Stop denoising a canvas once it is stable and confident; ``False`` always runs every step."""
+
+    validators: list[str] = Field(default_factory=list)
+    """Output validators run on every block before it is committed (``"default"``, ``"builtin.json"``,
+    ``"+name"``, ``"-name"``). Empty: none. Failing blocks are repaired in place."""
+
+    validator_options: dict[str, Any] = Field(default_factory=dict)
+    """Per-validator options and repair budgets, keyed by validator name (see ``docs/plugins.md``)."""
+
+    on_validation_failure: ValidationFailure = "raise"
+    """What happens when a block cannot be repaired: ``"raise"`` a ``BlockValidationError`` (carrying the
+    partial result), ``"return_flagged"`` the block as it is, or ``"truncate"`` the response before it.
+    Both non-raising modes end the response with ``finish_reason="validation_failed"``."""
+
+    timeout: float | None = None
+    """Seconds after which a request is cancelled with ``RequestTimeoutError``. ``None``: no limit."""
+
+    _template_roles: dict[str, TemplateRoles] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_tolerated_options(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and TOLERATED_OPTIONS & set(data):
+            data = {key: value for key, value in data.items() if key not in TOLERATED_OPTIONS}
+        return data
+
+    @model_validator(mode="after")
+    def _resolve_diffusion_engine(self) -> GenerationSettings:
+        if self.engine is None:
+            self.engine = get_engine(self.model)
+        elif not isinstance(self.engine, EngineLike):
+            raise InvalidRequestError("engine", f"must be a diffgemma Engine, got {type(self.engine).__name__}")
+        if self.model is None:
+            self.model = self.engine.model_name
+        sampling_params(self)  # every setting is checked here, not at the first call
+        return self
+
+    def engine_for(self, model: str | None) -> EngineLike:
+        """The engine serving ``model`` (a per-call override), or this adapter's engine."""
+        if model is None or model in (self.model, self.engine.model_name):
+            return self.engine
+        if not isinstance(model, str):
+            raise InvalidRequestError("model", f"must be a string, got {type(model).__name__}")
+        return get_engine(model)
+
+    def roles_for(self, engine: EngineLike) -> TemplateRoles:
+        """What ``engine``'s chat template accepts (probed once per model and adapter)."""
+        roles = self._template_roles.get(engine.model_name)
+        if roles is None:
+            roles = self._template_roles[engine.model_name] = template_roles(engine)
+        return roles
+
+
+# -- sampling parameters ----------------------------------------------------------------------------------
+
+
+def sampling_params(
+    settings: GenerationSettings,
+    stop: Sequence[str] | None = None,
+    *,
+    json_schema: Mapping[str, Any] | None = None,
+    json_output: bool = False,
+    **options: Any,
+) -> SamplingParams:
+    """Settings, overridden by this call's ``options``, as the engine's :class:`SamplingParams`.
+
+    ``stop`` strings of the call are added to the settings' ones. ``json_output`` selects the JSON
+    validator (with ``json_schema`` as its schema, if given). Options in :data:`TOLERATED_OPTIONS` are
+    ignored; any other unknown option raises :class:`InvalidRequestError`.
+    """
+    unknown = sorted(set(options) - set(SAMPLING_OPTIONS) - TOLERATED_OPTIONS)
+    if unknown:
+        raise InvalidRequestError(unknown[0], f"is not a DiffusionGemma option (options: {', '.join(SAMPLING_OPTIONS)})")
+    value = {name: options.get(name, getattr(settings, name)) for name in SAMPLING_OPTIONS}
+    t_min, t_max = _schedule(settings, options)
+    validators = _string_list("validators", value["validators"])
+    validator_options = dict(_mapping("validator_options", value["validator_options"]))
+    if json_output:
+        validators, validator_options = _with_json_validator(validators, validator_options, json_schema)
+    stops = [*(settings.stop or ()), *_string_list("stop", stop or ())]
+    return SamplingParams(
+        max_new_tokens=value["max_tokens"],
+        max_denoising_steps=value["max_denoising_steps"],
+        entropy_bound=value["entropy_bound"],
+        t_min=t_min,
+        t_max=t_max,
+        stability_threshold=value["stability_threshold"],
+        confidence_threshold=value["confidence_threshold"],
+        adaptive_stopping=value["adaptive_stopping"],
+        seed=value["seed"],
+        stop=tuple(dict.fromkeys(stops)),
+        validators=tuple(validators),
+        validator_options=validator_options,
+        on_exhausted=value["on_validation_failure"],
+        timeout=value["timeout"],
+    )
+
+
+def _schedule(settings: GenerationSettings, options: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    t_min, t_max = _from_temperature(settings.temperature, settings.t_min, settings.t_max)
+    if "temperature" in options:  # a call's temperature replaces the whole schedule of the settings
+        t_min, t_max = _from_temperature(options["temperature"], None, None)
+    return options.get("t_min", t_min), options.get("t_max", t_max)
+
+
+def _from_temperature(
+    temperature: object, t_min: float | None, t_max: float | None
+) -> tuple[float | None, float | None]:
+    if temperature is None:
+        return t_min, t_max
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature):
+        raise InvalidRequestError("temperature", f"must be a finite number or None, got {temperature!r}")
+    if temperature < 0:
+        raise InvalidRequestError("temperature", f"must be >= 0, got {temperature}")
+    top = max(float(temperature), GREEDY_TEMPERATURE)
+    return (T_MIN_RATIO * top if t_min is None else t_min), (top if t_max is None else t_max)
+
+
+def _with_json_validator(
+    validators: list[str], options: dict[str, Any], schema: Mapping[str, Any] | None
+) -> tuple[list[str], dict[str, Any]]:
+    if JSON_VALIDATOR not in validators and f"+{JSON_VALIDATOR}" not in validators:
+        validators = [*validators, f"+{JSON_VALIDATOR}"] if validators else [JSON_VALIDATOR]
+    if schema is not None:
+        options[JSON_VALIDATOR] = {**_mapping("validator_options", options.get(JSON_VALIDATOR, {})), "schema": dict(schema)}
+    return validators, options
+
+
+def _string_list(name: str, value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) for item in value):
+        raise InvalidRequestError(name, f"must be a list of strings, got {value!r}")
+    return list(value)
+
+
+def _mapping(name: str, value: object) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise InvalidRequestError(name, f"must be a mapping, got {type(value).__name__}")
+    return value
+
+
+# -- chat messages ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One chat message in framework-neutral form.
+
+    ``role`` is ``system``, ``user``, ``assistant`` or ``tool``. ``tool_calls`` (assistant) holds
+    ``(name, args, id)`` triples; ``tool_call_id`` / ``name`` identify a tool result's tool.
+    """
+
+    role: str
+    content: str
+    name: str | None = None
+    tool_calls: tuple[tuple[str, Mapping[str, Any], str | None], ...] = ()
+    tool_call_id: str | None = None
+
+
+ROLE_ALIASES = {
+    "human": "user",
+    "user": "user",
+    "ai": "assistant",
+    "assistant": "assistant",
+    "model": "assistant",
+    "chatbot": "assistant",
+    "system": "system",
+    "developer": "system",
+    "tool": "tool",
+    "function": "tool",
+}
+
+
+@dataclass(frozen=True)
+class TemplateRoles:
+    """Which roles the model's chat template takes as turns of their own."""
+
+    system: bool = True
+    tool: bool = True
+
+
+def template_roles(engine: EngineLike) -> TemplateRoles:
+    """Probe the chat template: does it render a system turn, and a tool turn, without raising?"""
+    probe = "diffgemma-role-probe"
+
+    def renders(messages: list[dict[str, str]]) -> bool:
+        try:
+            return probe in engine.render_chat(messages)
+        except Exception:  # a template that rejects a role raises (jinja2 TemplateError, ValueError, ...)
+            return False
+
+    return TemplateRoles(
+        system=renders([{"role": "system", "content": probe}, {"role": "user", "content": "x"}]),
+        tool=renders(
+            [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}, {"role": "tool", "content": probe}]
+        ),
+    )
+
+
+def normalize_messages(turns: Sequence[Turn], roles: TemplateRoles = TemplateRoles()) -> list[dict[str, str]]:
+    """Turns the template accepts, from any conversation.
+
+    1. ``name`` becomes a ``"name: "`` prefix of the content (Gemma templates have no name field).
+    2. Assistant tool calls are written in the model's call syntax after the assistant's text; a tool result
+       becomes a ``tool`` turn holding a ``<|tool_response>`` (its tool named from the matching call).
+    3. Every system message is folded into one system turn at the start - or, if the template takes no system
+       turn, into the first user turn.
+    4. A ``tool`` turn becomes a ``user`` turn if the template takes no tool turn.
+    5. Consecutive turns of the same role are merged (joined by a blank line), so roles alternate.
+    """
+    if not turns:
+        raise InvalidRequestError("messages", "must not be empty")
+    call_names: dict[str, str] = {}
+    system: list[str] = []
+    rendered: list[dict[str, str]] = []
+    for index, turn in enumerate(turns):
+        role = ROLE_ALIASES.get(turn.role)
+        if role is None:
+            raise InvalidRequestError(f"messages[{index}].role", f"unsupported role {turn.role!r}")
+        content = turn.content
+        if role == "assistant":
+            for name, args, call_id in turn.tool_calls:
+                content += format_tool_call(name, args)
+                if call_id:
+                    call_names[call_id] = name
+        if role == "tool":
+            tool = turn.name or call_names.get(turn.tool_call_id or "") or "tool"
+            content = format_tool_response(tool, content)
+        elif turn.name and role != "assistant":
+            content = f"{turn.name}: {content}"
+        if role == "system":
+            system.append(content)
+            continue
+        if role == "tool" and not roles.tool:
+            role = "user"
+        rendered.append({"role": role, "content": content})
+    if system:
+        system_text = "\n\n".join(system)
+        if roles.system:
+            rendered.insert(0, {"role": "system", "content": system_text})
+        elif rendered and rendered[0]["role"] == "user":
+            rendered[0] = {"role": "user", "content": f"{system_text}\n\n{rendered[0]['content']}"}
+        else:
+            rendered.insert(0, {"role": "user", "content": system_text})
+    merged: list[dict[str, str]] = []
+    for message in rendered:
+        if merged and merged[-1]["role"] == message["role"]:
+            merged[-1] = {"role": message["role"], "content": f"{merged[-1]['content']}\n\n{message['content']}"}
+        else:
+            merged.append(message)
+    if not merged:
+        raise InvalidRequestError("messages", "hold no user, assistant or tool turn")
+    return merged
+
+
+# -- one prepared request ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PreparedRequest:
+    """Everything one engine request needs, ready to submit.
+
+    Exactly one of ``prompt`` (raw text, the template already applied) and ``messages`` is set. ``tools`` are
+    the OpenAI-format tools the response may call; ``prefill`` is text forced at the start of the model's
+    turn (and so part of its output).
+    """
+
+    engine: EngineLike
+    params: SamplingParams
+    prompt: str | None = None
+    messages: list[dict[str, str]] | None = None
+    tools: tuple[Mapping[str, Any], ...] = ()
+    prefill: str = ""
+
+    @property
+    def model_name(self) -> str:
+        return self.engine.model_name
+
+    def submit(self) -> RequestStream:
+        """Queue the request on the engine; bad input raises here."""
+        return self.engine.submit(self.prompt, self.params, messages=self.messages)
+
+    def tool_assembler(self) -> ToolCallAssembler | None:
+        """A fresh assembler for this request's output if it may hold tool calls, else ``None``."""
+        if not self.tools:
+            return None
+        tokenizer = self.engine.tokenizer
+        return ToolCallAssembler(
+            lambda ids: tokenizer.decode(list(ids), skip_special_tokens=False),
+            getattr(tokenizer, "all_special_tokens", ()),
+            self.prefill,
+        )
+
+
+ToolChoice = Literal["auto", "none", "any"] | str | None
+
+
+def prepare_request(
+    settings: GenerationSettings,
+    *,
+    prompt: str | None = None,
+    turns: Sequence[Turn] | None = None,
+    stop: Sequence[str] | None = None,
+    tools: Sequence[Mapping[str, Any]] = (),
+    tool_choice: ToolChoice = None,
+    response_format: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> PreparedRequest:
+    """Settings + one call -> a :class:`PreparedRequest`.
+
+    ``prompt`` is raw text sent as it is; ``turns`` a conversation rendered with the chat template.
+    ``tools`` are declared in the system turn; ``tool_choice`` is ``None``/``"auto"`` (the model decides),
+    ``"none"`` (tools are not offered), ``"any"`` (a call is forced) or a tool name (that call is forced).
+    A forced call is real: the model's turn is prefilled with the call marker (and the name). ``response_format``
+    is ``{"type": "json_object"}`` or ``{"type": "json_schema", "schema": {...}}``: the request asks for
+    JSON in the system turn and selects the JSON validator, which repairs invalid blocks in place.
+    """
+    if (prompt is None) == (turns is None):
+        raise InvalidRequestError("prompt", "give exactly one of a prompt and messages")
+    engine = settings.engine_for(options.pop("model", None))
+    json_output, schema = _response_format(response_format)
+    params = sampling_params(settings, stop, json_schema=schema, json_output=json_output, **options)
+    if prompt is not None:
+        if tools or json_output:
+            raise InvalidRequestError("tools", "tools and structured output need chat messages, not a raw prompt")
+        return PreparedRequest(engine, params, prompt=prompt)
+    tools, forced = _tool_choice(tools, tool_choice)
+    instructions = []
+    if tools:
+        instructions.append(tools_instruction(tools, forced))
+    if json_output:
+        instructions.append(json_instruction(schema))
+    all_turns = [*(Turn("system", text) for text in instructions), *turns]
+    messages = normalize_messages(all_turns, settings.roles_for(engine))
+    if forced is None:
+        return PreparedRequest(engine, params, messages=messages, tools=tools)
+    prefill = f"{CALL_OPEN}call:{forced}" + ("{" if forced else "")
+    text = engine.render_chat(messages) + prefill
+    return PreparedRequest(engine, params, prompt=text, tools=tools, prefill=prefill)
+
+
+def _response_format(response_format: Mapping[str, Any] | None) -> tuple[bool, Mapping[str, Any] | None]:
+    if response_format is None:
+        return False, None
+    kind = response_format.get("type") if isinstance(response_format, Mapping) else None
+    if kind == "json_object":
+        return True, None
+    if kind == "json_schema":
+        schema = response_format.get("schema") or (response_format.get("json_schema") or {}).get("schema")
+        return True, _mapping("response_format", schema)
+    raise InvalidRequestError("response_format", f"must be {{'type': 'json_object' | 'json_schema', ...}}, got {response_format!r}")
+
+
+def _tool_choice(
+    tools: Sequence[Mapping[str, Any]], choice: ToolChoice
+) -> tuple[tuple[Mapping[str, Any], ...], str | None]:
+    """The offered tools and the forced call: ``None`` (not forced), ``""`` (any tool) or a tool name."""
+    tools = tuple(tools)
+    if not tools or choice in (None, "auto"):
+        return tools, None
+    if choice == "none":
+        return (), None
+    if choice in ("any", "required"):
+        return tools, (_tool_name(tools[0]) if len(tools) == 1 else "")
+    names = [_tool_name(tool) for tool in tools]
+    if choice not in names:
+        raise InvalidRequestError("tool_choice", f"{choice!r} is not one of the bound tools {names}")
+    return tools, choice
+
+
+def _tool_name(tool: Mapping[str, Any]) -> str:
+    return tool.get("function", tool)["name"]

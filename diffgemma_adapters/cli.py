@@ -1,0 +1,196 @@
+"""The ``diffgemma`` command: generate, chat and inspect plugins from the shell."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from collections.abc import Sequence
+
+from diffgemma_engine import (
+    BlockEvent,
+    DiffGemmaError,
+    DraftEvent,
+    FinalEvent,
+    SamplingParams,
+    __version__,
+    get_engine,
+)
+from diffgemma_engine.registry import BUILTIN_MODELS, DEFAULT_MODEL
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args)
+    except DiffGemmaError as error:
+        print(f"diffgemma: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="diffgemma", description="Run DiffusionGemma block diffusion locally.")
+    parser.add_argument("--version", action="version", version=f"diffgemma {__version__}")
+    commands = parser.add_subparsers(dest="command")
+
+    generate = commands.add_parser("generate", help="generate a response to one prompt")
+    generate.add_argument("prompt")
+    _add_request_options(generate)
+    generate.add_argument("--stream", action="store_true", help="print each block as soon as it is committed")
+    generate.add_argument("--show-denoising", action="store_true",
+                          help="redraw the canvas draft after every denoising step")
+    generate.add_argument("--raw", action="store_true", help="send the prompt as plain text, without the chat template")
+    generate.add_argument("--stats", action="store_true", help="print usage and timing to stderr")
+    generate.set_defaults(handler=_generate)
+
+    chat = commands.add_parser("chat", help="an interactive chat in the terminal")
+    _add_request_options(chat)
+    chat.add_argument("--system", default=None, help="a system prompt")
+    chat.set_defaults(handler=_chat)
+
+    plugins = commands.add_parser("plugins", help="list installed plugins, their hooks and validators")
+    plugins.set_defaults(handler=_plugins)
+    return parser
+
+
+def _add_request_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--model", default=DEFAULT_MODEL,
+                         help=f"built-in name ({', '.join(BUILTIN_MODELS)}), checkpoint directory or hub id "
+                              f"(default: {DEFAULT_MODEL})")
+    command.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    command.add_argument("--max-new-tokens", type=int, default=None)
+    command.add_argument("--max-denoising-steps", type=int, default=None)
+    command.add_argument("--seed", type=int, default=None)
+    command.add_argument("--stop", action="append", default=[], help="a stop string (repeatable)")
+    command.add_argument("--validator", action="append", default=[], dest="validators",
+                         help="select a validator: 'default', a name, '+name' or '-name' (repeatable)")
+
+
+def _params(args: argparse.Namespace, draft_events: bool = False) -> SamplingParams:
+    return SamplingParams(
+        max_new_tokens=args.max_new_tokens,
+        max_denoising_steps=args.max_denoising_steps,
+        seed=args.seed,
+        stop=tuple(args.stop),
+        validators=tuple(args.validators),
+        draft_events=draft_events,
+    )
+
+
+def _generate(args: argparse.Namespace) -> int:
+    engine = get_engine(args.model, device=args.device)
+    params = _params(args, draft_events=args.show_denoising)
+    request = {"prompt": args.prompt} if args.raw else {"messages": [{"role": "user", "content": args.prompt}]}
+    view = _DenoisingView(sys.stdout) if args.show_denoising else None
+    result = None
+    for event in engine.stream(params=params, **request):
+        if isinstance(event, DraftEvent) and view is not None:
+            view.draft(event)
+        elif isinstance(event, BlockEvent):
+            if view is not None:
+                view.commit(event)
+            elif args.stream:
+                sys.stdout.write(event.text)
+                sys.stdout.flush()
+        elif isinstance(event, FinalEvent):
+            result = event.result
+    if view is None and not args.stream:
+        sys.stdout.write(result.text)
+    sys.stdout.write("\n")
+    if args.stats:
+        _print_stats(result)
+    return 0
+
+
+def _chat(args: argparse.Namespace) -> int:
+    engine = get_engine(args.model, device=args.device)
+    params = _params(args)
+    history: list[dict[str, str]] = []
+    if args.system:
+        history.append({"role": "system", "content": args.system})
+    print(f"diffgemma chat with {engine.model_name} — an empty line or Ctrl-D ends it.", file=sys.stderr)
+    while True:
+        try:
+            line = input("> ")
+        except EOFError:
+            break
+        if not line.strip():
+            break
+        history.append({"role": "user", "content": line})
+        reply = []
+        for event in engine.stream(messages=history, params=params):
+            if isinstance(event, BlockEvent):
+                sys.stdout.write(event.text)
+                sys.stdout.flush()
+                reply.append(event.text)
+        sys.stdout.write("\n")
+        history.append({"role": "assistant", "content": "".join(reply)})
+    return 0
+
+
+def _plugins(args: argparse.Namespace) -> int:
+    try:
+        from diffgemma_plugins import list_plugins
+    except ImportError as error:  # the plugins layer is part of this distribution; this means a broken install
+        print(f"diffgemma: the plugin layer cannot be imported: {error}", file=sys.stderr)
+        return 1
+    for plugin in list_plugins():
+        print(_format_plugin(plugin))
+    return 0
+
+
+def _format_plugin(plugin: object) -> str:
+    fields = plugin if isinstance(plugin, dict) else getattr(plugin, "__dict__", {"plugin": plugin})
+    name = fields.get("name", "?")
+    lines = [f"{name}  ({fields.get('distribution') or 'built-in'})"]
+    hooks = fields.get("hooks") or ()
+    validators = fields.get("validators") or ()
+    if hooks:
+        lines.append("  hooks: " + ", ".join(hooks))
+    if validators:
+        lines.append("  validators: " + ", ".join(validators))
+    return "\n".join(lines)
+
+
+def _print_stats(result) -> None:
+    stats = result.stats
+    print(
+        f"[{result.finish_reason}] prompt {result.usage.prompt_tokens} + completion "
+        f"{result.usage.completion_tokens} tokens, {stats.blocks} blocks, {stats.denoising_steps} steps "
+        f"({stats.tokens_per_forward:.2f} tokens/forward), {stats.total_time:.2f} s, seed {result.seed}",
+        file=sys.stderr,
+    )
+
+
+class _DenoisingView:
+    """Redraws the current canvas draft in place; committed text stays above it."""
+
+    def __init__(self, out) -> None:
+        self.out = out
+        self.tty = out.isatty()
+        self.width = shutil.get_terminal_size((100, 20)).columns
+
+    def draft(self, event: DraftEvent) -> None:
+        text = event.text.replace("\n", "⏎")
+        line = f"[block {event.block_index} step {event.step:>2}] {text}"
+        if self.tty:
+            self.out.write("\r\x1b[2K" + line[: self.width - 1])
+        else:
+            self.out.write(line + "\n")
+        self.out.flush()
+
+    def commit(self, event: BlockEvent) -> None:
+        if self.tty:
+            self.out.write("\r\x1b[2K")
+        self.out.write(f"[block {event.index} committed after {event.steps} steps] {event.text}\n")
+        self.out.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
