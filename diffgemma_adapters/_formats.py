@@ -123,6 +123,26 @@ def json_instruction(schema: Mapping[str, Any] | None) -> str:
 # -- reading -------------------------------------------------------------------------------------------
 
 
+def parse_json_output(text: str) -> Any:
+    """The JSON value a response holds: the whole text, a fenced ```json block, or the outermost object.
+
+    Raises ``ValueError`` (naming the text) when there is none.
+    """
+    candidates = [text.strip()]
+    fenced = re.search(r"```(?:json)?\s*(.*?)```", text, re.DOTALL)
+    if fenced:
+        candidates.append(fenced.group(1).strip())
+    start, end = text.find("{"), text.rfind("}")
+    if 0 <= start < end:
+        candidates.append(text[start : end + 1])
+    for candidate in candidates:
+        try:
+            return json.loads(candidate)
+        except ValueError:
+            continue
+    raise ValueError(f"the response holds no JSON value: {text[:200]!r}")
+
+
 @dataclass(frozen=True)
 class ToolCall:
     """A call the model made. ``args`` is ``None`` (and ``error`` says why) when it could not be parsed."""

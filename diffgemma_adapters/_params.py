@@ -24,7 +24,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from diffgemma_engine import InvalidRequestError, RequestStream, SamplingParams, get_engine
+from diffgemma_engine import GenerationResult, InvalidRequestError, RequestStream, SamplingParams, get_engine
 
 from ._formats import (
     CALL_OPEN,
@@ -156,6 +156,11 @@ class GenerationSettings(BaseModel):
     """Seconds after which a request is cancelled with ``RequestTimeoutError``. ``None``: no limit."""
 
     _template_roles: dict[str, TemplateRoles] = PrivateAttr(default_factory=dict)
+
+    def model_post_init(self, context: Any, /) -> None:
+        # Declared so that pydantic's private-attribute setup chains to the framework base class's hook
+        # (LangChain records package versions there) instead of replacing it.
+        super().model_post_init(context)
 
     @model_validator(mode="before")
     @classmethod
@@ -412,6 +417,7 @@ class PreparedRequest:
     messages: list[dict[str, str]] | None = None
     tools: tuple[Mapping[str, Any], ...] = ()
     prefill: str = ""
+    parallel_tool_calls: bool = True
 
     @property
     def model_name(self) -> str:
@@ -420,6 +426,22 @@ class PreparedRequest:
     def submit(self) -> RequestStream:
         """Queue the request on the engine; bad input raises here."""
         return self.engine.submit(self.prompt, self.params, messages=self.messages)
+
+    def run(self) -> GenerationResult:
+        """Submit and wait for the result; an interrupted wait cancels the request."""
+        handle = self.submit()
+        try:
+            return handle.result()
+        finally:
+            handle.cancel()
+
+    async def arun(self) -> GenerationResult:
+        """Submit and await the result without blocking the event loop; task cancellation cancels the request."""
+        handle = self.submit()
+        try:
+            return await handle.aresult()
+        finally:
+            handle.cancel()
 
     def tool_assembler(self) -> ToolCallAssembler | None:
         """A fresh assembler for this request's output if it may hold tool calls, else ``None``."""
@@ -445,25 +467,28 @@ def prepare_request(
     tools: Sequence[Mapping[str, Any]] = (),
     tool_choice: ToolChoice = None,
     response_format: Mapping[str, Any] | None = None,
+    parallel_tool_calls: bool = True,
     **options: Any,
 ) -> PreparedRequest:
     """Settings + one call -> a :class:`PreparedRequest`.
 
-    ``prompt`` is raw text sent as it is; ``turns`` a conversation rendered with the chat template.
+    ``prompt`` is raw text sent as it is; ``turns`` a conversation rendered with the chat template (the
+    instructions for tools and JSON output are added to its system turn).
     ``tools`` are declared in the system turn; ``tool_choice`` is ``None``/``"auto"`` (the model decides),
     ``"none"`` (tools are not offered), ``"any"`` (a call is forced) or a tool name (that call is forced).
     A forced call is real: the model's turn is prefilled with the call marker (and the name). ``response_format``
     is ``{"type": "json_object"}`` or ``{"type": "json_schema", "schema": {...}}``: the request asks for
     JSON in the system turn and selects the JSON validator, which repairs invalid blocks in place.
+    ``parallel_tool_calls=False`` keeps only the first call of a response.
     """
     if (prompt is None) == (turns is None):
         raise InvalidRequestError("prompt", "give exactly one of a prompt and messages")
     engine = settings.engine_for(options.pop("model", None))
     json_output, schema = _response_format(response_format)
     params = sampling_params(settings, stop, json_schema=schema, json_output=json_output, **options)
-    if prompt is not None:
-        if tools or json_output:
-            raise InvalidRequestError("tools", "tools and structured output need chat messages, not a raw prompt")
+    if prompt is not None:  # already formatted: a response format only selects the validator
+        if tools:
+            raise InvalidRequestError("tools", "tools need chat messages, not a raw prompt")
         return PreparedRequest(engine, params, prompt=prompt)
     tools, forced = _tool_choice(tools, tool_choice)
     instructions = []
@@ -474,10 +499,12 @@ def prepare_request(
     all_turns = [*(Turn("system", text) for text in instructions), *turns]
     messages = normalize_messages(all_turns, settings.roles_for(engine))
     if forced is None:
-        return PreparedRequest(engine, params, messages=messages, tools=tools)
+        return PreparedRequest(engine, params, messages=messages, tools=tools, parallel_tool_calls=parallel_tool_calls)
     prefill = f"{CALL_OPEN}call:{forced}" + ("{" if forced else "")
     text = engine.render_chat(messages) + prefill
-    return PreparedRequest(engine, params, prompt=text, tools=tools, prefill=prefill)
+    return PreparedRequest(
+        engine, params, prompt=text, tools=tools, prefill=prefill, parallel_tool_calls=parallel_tool_calls
+    )
 
 
 def _response_format(response_format: Mapping[str, Any] | None) -> tuple[bool, Mapping[str, Any] | None]:

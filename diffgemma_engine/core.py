@@ -19,7 +19,7 @@ from .errors import RequestTimeoutError
 from .loader import LoadedModel
 from .model_runner import DenoiseRow, ModelRunner
 from .outputs import DraftEvent
-from .sampler import apply_temperature_, denoise_row, is_confident
+from .sampler import apply_temperature_, confident, denoise_row
 from .scheduler import Scheduler
 from .sequence import Block, Sequence
 from .window import BlockSettler
@@ -80,9 +80,14 @@ class EngineCore:
             for sequence in rows:
                 self.fail(sequence, error)
             return
-        # 4. sample each row
+        # 4. sample each row (tensor work only), then one host sync for every row's stop decision
+        pending = []
         for row, sequence in enumerate(rows):
-            self._guarded(sequence, lambda s, row=row: self._sample(s, logits[row]))
+            self._guarded(sequence, lambda s, row=row: pending.append((s, self._sample(s, logits[row]))))
+        if pending:
+            decisions = torch.stack([flag for _, flag in pending]).tolist()
+            for (sequence, _), converged in zip(pending, decisions):
+                self._guarded(sequence, lambda s, converged=converged: self._after_step(s, converged))
         del logits
         # 5. settle finished blocks
         for sequence in rows:
@@ -127,7 +132,8 @@ class EngineCore:
             max_steps=max_steps or params.max_denoising_steps,
         )
 
-    def _sample(self, sequence: Sequence, processed_logits: torch.Tensor) -> None:
+    def _sample(self, sequence: Sequence, processed_logits: torch.Tensor) -> torch.Tensor:
+        """Advance one row by one step; returns its adaptive-stopping flag as a 0-dim bool tensor."""
         block = sequence.block
         result = denoise_row(
             processed_logits, block.canvas, block.schedule, block.generator, self.runner.vocab_size, block.frozen
@@ -137,26 +143,35 @@ class EngineCore:
         block.canvas, block.argmax, block.entropy = result.canvas, result.argmax, result.entropy
         block.self_conditioning = processed_logits
         params = block.params
-        if params.adaptive_stopping:
-            stable = _stable(block, result.argmax, params.stability_threshold)
-            free = None if block.frozen is None else ~block.frozen
-            if stable and is_confident(result.entropy, params.confidence_threshold, free):
-                block.done = block.converged = True
+        if not params.adaptive_stopping:
+            return torch.zeros((), dtype=torch.bool, device=processed_logits.device)
+        free = None if block.frozen is None else ~block.frozen
+        return _stable(block, result.argmax, params.stability_threshold) & confident(
+            result.entropy, params.confidence_threshold, free
+        )
+
+    def _after_step(self, sequence: Sequence, converged: bool) -> None:
+        block = sequence.block
+        if converged:
+            block.done = block.converged = True
         if block.steps >= block.max_steps:
             block.done = True
-        if params.draft_events:
-            ids = tuple(result.argmax.tolist())
+        if block.params.draft_events:
+            ids = tuple(block.argmax.tolist())
             text = sequence.detokenizer.decode(ids)
             sequence.emit(DraftEvent(sequence.request_id, block.index, block.steps, text, ids))
         if block.done:
             block.self_conditioning = None
 
 
-def _stable(block: Block, argmax: torch.Tensor, threshold: int) -> bool:
+def _stable(block: Block, argmax: torch.Tensor, threshold: int) -> torch.Tensor:
     """The reference's stability rule: the argmax equals each of the last ``threshold`` argmax canvases."""
     if threshold == 0:
-        return True
-    stable = len(block.history) == threshold and all(torch.equal(argmax, past) for past in block.history)
+        stable = torch.ones((), dtype=torch.bool, device=argmax.device)
+    elif len(block.history) < threshold:
+        stable = torch.zeros((), dtype=torch.bool, device=argmax.device)
+    else:
+        stable = torch.stack([(argmax == past).all() for past in block.history]).all()
     block.history.append(argmax)
     if len(block.history) > threshold:
         block.history.popleft()

@@ -122,9 +122,10 @@ def denoise_row(
     return StepResult(canvas=next_canvas, argmax=argmax, entropy=token_entropy)
 
 
-def is_confident(token_entropy: torch.Tensor, confidence_threshold: float, free: torch.Tensor | None = None) -> bool:
-    """Mean entropy (over the free positions, when repairing) below the threshold."""
-    values = token_entropy if free is None else token_entropy[free]
-    if values.numel() == 0:
-        return True
-    return bool(torch.mean(values[None, :], dim=-1)[0] < confidence_threshold)
+def confident(token_entropy: torch.Tensor, confidence_threshold: float, free: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean entropy (over the free positions, when repairing) below the threshold, as a 0-dim bool tensor."""
+    if free is not None:
+        count = free.sum()
+        mean = torch.where(free, token_entropy, torch.zeros_like(token_entropy)).sum() / count.clamp(min=1)
+        return (mean < confidence_threshold) | (count == 0)
+    return torch.mean(token_entropy[None, :], dim=-1)[0] < confidence_threshold

@@ -75,6 +75,7 @@ class BlockSettler:
             return
         decision = sequence.checker.decide(view, report, tuple(sequence.block_attempts))
         if decision.action is RepairAction.ACCEPT:
+            sequence.checker.on_commit(view, report)
             self._commit(sequence, candidate, self._record(sequence, view, report, passed=False))
         elif decision.action is RepairAction.REPAIR:
             self._repair(sequence, report, decision.positions, decision.steps)
@@ -122,6 +123,7 @@ class BlockSettler:
         mode = sequence.params.on_exhausted
         record = self._record(sequence, view, report, passed=False)
         if mode is OnExhausted.RETURN_FLAGGED:
+            sequence.checker.on_commit(view, report)
             self._commit(sequence, candidate, record, finish_reason="validation_failed")
         elif mode is OnExhausted.TRUNCATE:
             sequence.validations.append(record)

@@ -146,6 +146,8 @@ class ValidatorRegistrar:
         ``stage=1``, ``cost=1.0``, ``default_enabled=True``, ``scope="block"``. ``replaces`` names an
         already registered validator (e.g. a built-in) whose place this one takes.
         """
+        if isinstance(validator, type):
+            raise self._error(f"register an instance, not the class {validator.__name__}", name)
         if not hasattr(validator, "validate") and callable(validator):
             if name is None:
                 raise self._error("a plain function needs register(fn, name=...)", None)
@@ -154,10 +156,10 @@ class ValidatorRegistrar:
         registered = RegisteredValidator(
             name=self._check_name(resolved_name),
             validator=validator,
-            stage=self._attribute(validator, "stage", stage, 1, resolved_name),
-            cost=self._attribute(validator, "cost", cost, 1.0, resolved_name),
-            default_enabled=self._attribute(validator, "default_enabled", default_enabled, True, resolved_name),
-            scope=self._attribute(validator, "scope", scope, "block", resolved_name),
+            stage=_attribute(validator, "stage", stage, 1),
+            cost=_attribute(validator, "cost", cost, 1.0),
+            default_enabled=_attribute(validator, "default_enabled", default_enabled, True),
+            scope=_attribute(validator, "scope", scope, "block"),
             plugin=self._plugin,
         )
         self._check_shape(registered)
@@ -221,9 +223,6 @@ class ValidatorRegistrar:
             )
         return name
 
-    def _attribute(self, validator: Any, attribute: str, override: Any, default: Any, name: Any) -> Any:
-        return override if override is not None else getattr(validator, attribute, default)
-
     def _check_shape(self, registered: RegisteredValidator) -> None:
         name = registered.name
         if not callable(getattr(registered.validator, "validate", None)):
@@ -247,6 +246,10 @@ class ValidatorRegistrar:
                     f"{registration.validator.plugin!r} (pass replaces={name!r} to take it over)",
                     name,
                 )
+
+
+def _attribute(validator: Any, attribute: str, override: Any, default: Any) -> Any:
+    return override if override is not None else getattr(validator, attribute, default)
 
 
 @dataclass(frozen=True)

@@ -36,11 +36,24 @@ def run_batched():
     return _run_batched
 
 
+@pytest.fixture
+def core_engine():
+    """An engine whose worker thread is never started, for driving ``engine.core`` by hand."""
+    from diffgemma_engine import Engine
+
+    engine = Engine(model="tiny-random")
+    yield engine
+    engine.shutdown()
+
+
 def _run_batched(engine, requests) -> list:
     """Drive the engine core by hand so that every request is in the same batch from the first step.
 
     ``requests``: (prompt, params) pairs. Returns each request's GenerationResult (or its exception).
+    The engine's worker thread must not be running (use the ``core_engine`` fixture).
     """
+    if engine._thread is not None:
+        raise RuntimeError("run_batched needs an engine whose worker thread never started")
     from diffgemma_engine.outputs import FinalEvent
 
     outcomes: dict[int, object] = {}

@@ -76,8 +76,8 @@ def test_many_threads_and_an_event_loop_each_get_their_solo_result(tiny_engine):
     assert identical >= count - 5, f"only {identical}/{count} requests matched their solo result"
 
 
-def test_a_new_request_starts_denoising_in_the_step_it_is_prefilled(tiny_engine, run_batched):
-    engine = Engine(model="tiny-random")
+def test_a_new_request_starts_denoising_in_the_step_it_is_prefilled(core_engine):
+    engine = core_engine
     steps_seen: dict[str, int] = {}
     long = [("busy", SamplingParams(max_new_tokens=64, seed=i, ignore_eos=True, max_denoising_steps=8))
             for i in range(8)]
@@ -101,7 +101,6 @@ def test_a_new_request_starts_denoising_in_the_step_it_is_prefilled(tiny_engine,
     assert engine.core.steps == before + 1
     assert late.prefix is not None and steps_seen["late"] == 1
     assert all(s.denoising_steps == 4 for s in sequences)
-    engine.shutdown()
 
 
 @pytest.mark.parametrize("how", ["break", "cancel", "aclose", "task_cancel"])

@@ -71,6 +71,7 @@ def test_plain_functions_need_a_name():
         (Named("-minus"), "name"),
         (Named(""), "name"),
         (object(), "name"),
+        (Named, "instance"),
     ],
 )
 def test_bad_validators_are_rejected_naming_the_plugin(validator, message):
@@ -108,7 +109,7 @@ def test_replaces_under_a_new_name_and_its_errors():
     register = ValidatorRegistrar()
     register(Named("a.old"))
     register(Named("a.new"), replaces="a.old")
-    assert ValidatorRegistrar.build(register).names == ("a.new",)
+    assert register.build().names == ("a.new",)
     register(Named("a.newer"), replaces="a.old")
     with pytest.raises(ValidatorRegistrationError, match="already replaced"):
         register.build()

@@ -1,0 +1,764 @@
+"""LangChain chat and completion models backed by the shared in-process DiffusionGemma engine.
+
+Install with the ``langchain`` extra: ``pip install "diffgemma-plugins[langchain]"``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from operator import itemgetter
+from typing import Any, Literal
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel, BaseLLM, LangSmithParams, LanguageModelInput
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    ChatMessage,
+    FunctionMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+    convert_to_messages,
+)
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.output_parsers import JsonOutputKeyToolsParser, JsonOutputParser, PydanticOutputParser, PydanticToolsParser
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, Generation, GenerationChunk, LLMResult
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableMap, RunnablePassthrough
+from langchain_core.runnables.config import get_config_list
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
+from langchain_core.utils.pydantic import is_basemodel_subclass
+from pydantic import ConfigDict, model_validator
+
+from diffgemma_engine import BlockEvent, FinalEvent, GenerationResult, InvalidRequestError, RequestStream, __version__
+
+from ._formats import ToolCall, ToolCallAssembler
+from ._params import GenerationSettings, PreparedRequest, Turn, prepare_request
+
+__all__ = ["ChatDiffusionGemma", "DiffusionGemmaLLM"]
+
+PROVIDER = "diffusiongemma"
+BATCH_WINDOW_PER_SLOT = 4
+"""``batch``/``abatch`` keep up to this many requests per engine batch slot (``max_running``) in flight."""
+
+_MULTIMODAL_BLOCKS = frozenset({"image", "image_url", "audio", "input_audio", "video", "file", "media"})
+
+
+class _LangChainAdapter(GenerationSettings):
+    """What both LangChain classes share: identity, tracing parameters, token counting, batching."""
+
+    streaming: bool = False
+    """Stream by default: ``invoke`` then goes through ``_stream`` (one callback per committed block)."""
+
+    @model_validator(mode="after")
+    def _set_diffgemma_version(self) -> _LangChainAdapter:
+        self._add_version("diffgemma-plugins", __version__)
+        return self
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        fields = ("model", "temperature", "max_tokens", "stop", "seed", "max_denoising_steps", "entropy_bound",
+                  "t_min", "t_max", "stability_threshold", "confidence_threshold", "adaptive_stopping",
+                  "validators", "validator_options", "on_validation_failure", "timeout")
+        return {name: getattr(self, name) for name in fields}
+
+    def _ls_params(self, model_type: Literal["chat", "llm"], stop: list[str] | None, kwargs: Mapping[str, Any]) -> LangSmithParams:
+        params = LangSmithParams(
+            ls_provider=PROVIDER,
+            ls_model_name=kwargs.get("model") or self.model,
+            ls_model_type=model_type,
+        )
+        temperature = kwargs.get("temperature", self.temperature)
+        if temperature is not None:
+            params["ls_temperature"] = temperature
+        max_tokens = kwargs.get("max_tokens", self.max_tokens)
+        if max_tokens is not None:
+            params["ls_max_tokens"] = max_tokens
+        stops = [*(self.stop or ()), *(stop or ())]
+        if stops:
+            params["ls_stop"] = stops
+        return params
+
+    def get_token_ids(self, text: str) -> list[int]:
+        """Token ids of ``text`` under the model's own tokenizer (no GPT-2 download)."""
+        return list(self.engine.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _batch_config(self, config: RunnableConfig | list[RunnableConfig] | None, count: int) -> list[RunnableConfig]:
+        """Let every input of a batch be in flight at once (up to a window), so the engine batches them."""
+        configs = get_config_list(config, count)
+        if configs and configs[0].get("max_concurrency") is None:
+            window = min(count, _batch_window(self.engine))
+            configs = [{**c, "max_concurrency": window} for c in configs]
+        return configs
+
+
+def _batch_window(engine: Any) -> int:
+    config = getattr(engine, "config", None)
+    return max(1, BATCH_WINDOW_PER_SLOT * getattr(config, "max_running", 4))
+
+
+class ChatDiffusionGemma(_LangChainAdapter, BaseChatModel):
+    """DiffusionGemma chat model, served in-process by the shared diffgemma engine.
+
+    Text is generated block by block (one canvas of the model at a time); streaming yields one chunk per
+    committed block, append-only, never a draft. Output validators (``validators=``) check each block before
+    it is committed and repair failures in place.
+
+    Setup:
+        .. code-block:: bash
+
+            pip install "diffgemma-plugins[langchain]"
+
+    Key init args — model:
+        model: str | None
+            Built-in name, checkpoint directory or hub id; shared through ``get_engine``.
+        engine: Engine | None
+            An engine to use instead of resolving ``model``.
+
+    Key init args — generation:
+        temperature: float | None
+            Mapped onto the denoising schedule (``t_max = temperature``, ``t_min = temperature / 2``).
+        max_tokens: int | None
+            Maximum number of generated tokens.
+        stop: list[str] | None
+            Stop strings (the response ends before the first; call-level stops are added).
+        seed: int | None
+            Seed of the request's own generator (same seed, same output).
+        max_denoising_steps, entropy_bound, t_min, t_max, stability_threshold, confidence_threshold
+            Denoising parameters (``None``: the checkpoint's).
+        validators, validator_options, on_validation_failure
+            Block validators, their options, and what to do when a block cannot be repaired.
+
+    ``timeout`` cancels slow requests; ``max_retries`` and ``api_key`` are accepted and ignored.
+
+    Instantiate:
+        .. code-block:: python
+
+            from diffgemma_adapters.langchain import ChatDiffusionGemma
+
+            chat = ChatDiffusionGemma(model="tiny-random", max_tokens=32, seed=0)
+
+    Invoke:
+        .. code-block:: python
+
+            message = chat.invoke([("system", "Be brief."), ("human", "Why is the sky blue?")])
+            message.content, message.usage_metadata, message.response_metadata["finish_reason"]
+
+    Stream:
+        .. code-block:: python
+
+            for chunk in chat.stream("Why is the sky blue?"):
+                print(chunk.content, end="")
+
+    Async:
+        .. code-block:: python
+
+            message = await chat.ainvoke("Why is the sky blue?")
+            async for chunk in chat.astream("Why is the sky blue?"):
+                ...
+
+    Batch (the engine denoises all inputs together):
+        .. code-block:: python
+
+            chat.batch(["one", "two", "three"])
+
+    Tools and structured output:
+        .. code-block:: python
+
+            chat.bind_tools([get_weather]).invoke("Weather in Paris?").tool_calls
+            chat.with_structured_output(Person).invoke("Alice is 30.")  # JSON validator repairs blocks
+
+    Response metadata:
+        ``usage_metadata`` (input/output/total tokens) and ``response_metadata`` with ``model_name``,
+        ``model_provider``, ``finish_reason`` (``stop``/``length``/``validation_failed``), ``seed``,
+        ``validation`` (passed, repairs, flags) and ``stats`` (blocks, denoising steps, timings).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    @property
+    def _llm_type(self) -> str:
+        return "chat-diffusiongemma"
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        return self._ls_params("chat", stop, kwargs)
+
+    @model_validator(mode="after")
+    def _set_diffgemma_profile(self) -> ChatDiffusionGemma:
+        if self.profile is None:  # core's profile validator runs before the engine is resolved
+            self.profile = self._resolve_model_profile()
+        return self
+
+    def _resolve_model_profile(self) -> dict[str, Any] | None:
+        if self.engine is None:
+            return None
+        return {
+            "max_input_tokens": int(self.engine.context_length),
+            "text_inputs": True,
+            "text_outputs": True,
+            "tool_calling": True,
+            "tool_choice": True,
+            "structured_output": True,
+            "temperature": True,
+            "open_weights": True,
+        }
+
+    # -- generation -----------------------------------------------------------------------------------
+
+    def _prepare(self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]) -> PreparedRequest:
+        options = dict(kwargs)
+        options.pop("stream", None)  # core passes stream=True along when it streams
+        return prepare_request(self, turns=_to_turns(messages), stop=stop, **options)
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        request = self._prepare(messages, stop, kwargs)
+        return _chat_result(request, request.run())
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        request = self._prepare(messages, stop, kwargs)
+        return _chat_result(request, await request.arun())
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        request = self._prepare(messages, stop, kwargs)
+        chunks = _ChatChunks(request)
+        handle = request.submit()
+        try:
+            for event in handle:
+                chunk = chunks.make(event)
+                if chunk is not None:
+                    if run_manager:
+                        run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                    yield chunk
+        finally:
+            handle.cancel()  # a consumer that stops reading stops the generation
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        request = self._prepare(messages, stop, kwargs)
+        chunks = _ChatChunks(request)
+        handle = request.submit()
+        try:
+            async for event in handle:
+                chunk = chunks.make(event)
+                if chunk is not None:
+                    if run_manager:
+                        await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                    yield chunk
+        finally:
+            handle.cancel()
+
+    def batch(
+        self,
+        inputs: list[LanguageModelInput],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[AIMessage]:
+        """Run every input at once: the engine denoises them together, step by step.
+
+        Without an explicit ``max_concurrency`` every input is in flight at once, up to
+        ``4 * max_running`` requests of the engine (which keeps its batch full without filling its queue).
+        """
+        if not inputs:
+            return []
+        configs = self._batch_config(config, len(inputs))
+        return super().batch(inputs, configs, return_exceptions=return_exceptions, **kwargs)
+
+    async def abatch(
+        self,
+        inputs: list[LanguageModelInput],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[AIMessage]:
+        """Async :meth:`batch`: every request is awaited on the event loop, none blocks a thread."""
+        if not inputs:
+            return []
+        configs = self._batch_config(config, len(inputs))
+        return await super().abatch(inputs, configs, return_exceptions=return_exceptions, **kwargs)
+
+    def get_num_tokens_from_messages(
+        self, messages: list[BaseMessage], tools: Sequence[Any] | None = None
+    ) -> int:
+        """Prompt tokens of ``messages`` (and ``tools``) exactly as this model would see them."""
+        formatted = [convert_to_openai_tool(tool) for tool in tools or ()]
+        request = prepare_request(self, turns=_to_turns(convert_to_messages(messages)), tools=formatted)
+        prompt = request.prompt if request.prompt is not None else self.engine.render_chat(request.messages)
+        return len(self.get_token_ids(prompt))
+
+    # -- tools and structured output -------------------------------------------------------------------
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: dict[str, Any] | str | bool | None = None,
+        parallel_tool_calls: bool | None = None,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Offer ``tools`` to the model in its chat template's tool format (Gemma 4 declarations).
+
+        The model calls a tool by writing ``<|tool_call>call:NAME{args}<tool_call|>``; calls are parsed into
+        ``AIMessage.tool_calls`` (unparseable ones into ``invalid_tool_calls``).
+
+        Args:
+            tools: LangChain tools, functions, Pydantic models, TypedDicts or OpenAI tool dicts.
+            tool_choice: ``"auto"``/``None`` (the model decides), ``"none"`` (tools not offered),
+                ``"any"``/``"required"``/``True`` (a call is forced), or a tool name (that call is forced).
+                A forced call is real: the model's turn starts with the call marker and the name.
+            parallel_tool_calls: ``False`` keeps only the first call of a response.
+            strict: passed to ``convert_to_openai_tool``; arguments are not schema-checked either way.
+            kwargs: further call options bound with the tools.
+        """
+        formatted = [convert_to_openai_tool(tool, strict=strict) for tool in tools]
+        choice = _tool_choice(tool_choice, [tool["function"]["name"] for tool in formatted])
+        if parallel_tool_calls is not None:
+            kwargs["parallel_tool_calls"] = parallel_tool_calls
+        return super().bind(tools=formatted, tool_choice=choice, **kwargs)
+
+    def with_structured_output(
+        self,
+        schema: dict[str, Any] | type,
+        *,
+        method: Literal["json_schema", "json_mode", "function_calling"] = "json_schema",
+        include_raw: bool = False,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, dict[str, Any] | Any]:
+        """A runnable returning output that matches ``schema`` (Pydantic class, TypedDict or JSON schema).
+
+        Methods:
+            ``"json_schema"`` (default): the model is asked for JSON matching the schema and the
+            ``builtin.json`` validator checks every block against it, repairing invalid tokens in place;
+            ``"json_mode"``: the same for any JSON object (``schema`` is only used to parse);
+            ``"function_calling"``: a forced call of a tool built from ``schema``.
+
+        Args:
+            schema: the output schema.
+            method: see above.
+            include_raw: return ``{"raw": AIMessage, "parsed": ..., "parsing_error": ...}`` instead of raising
+                on output that does not parse.
+            strict: accepted for compatibility; validation against the schema is always on.
+            kwargs: not accepted (raises ``ValueError``).
+        """
+        if kwargs:
+            raise ValueError(f"with_structured_output got unsupported arguments {sorted(kwargs)}")
+        if method not in ("json_schema", "json_mode", "function_calling"):
+            raise ValueError(f"method must be 'json_schema', 'json_mode' or 'function_calling', got {method!r}")
+        if schema is None and method != "json_mode":
+            raise ValueError(f"method={method!r} needs a schema")
+        is_pydantic = isinstance(schema, type) and is_basemodel_subclass(schema)
+        trace = {"kwargs": {"method": method, "strict": strict}, "schema": schema}
+        if method == "function_calling":
+            name = convert_to_openai_tool(schema)["function"]["name"]
+            llm = self.bind_tools([schema], tool_choice=name, ls_structured_output_format=trace)
+            parser: Runnable = (
+                PydanticToolsParser(tools=[schema], first_tool_only=True)
+                if is_pydantic
+                else JsonOutputKeyToolsParser(key_name=name, first_tool_only=True)
+            )
+        else:
+            if method == "json_schema":
+                response_format = {"type": "json_schema", "schema": convert_to_json_schema(schema)}
+            else:
+                response_format = {"type": "json_object"}
+            llm = self.bind(response_format=response_format, ls_structured_output_format=trace)
+            parser = PydanticOutputParser(pydantic_object=schema) if is_pydantic else JsonOutputParser()
+        if not include_raw:
+            return llm | parser
+        parse = RunnablePassthrough.assign(parsed=itemgetter("raw") | parser, parsing_error=lambda _: None)
+        keep_raw = RunnablePassthrough.assign(parsed=lambda _: None)
+        return RunnableMap(raw=llm) | parse.with_fallbacks([keep_raw], exception_key="parsing_error")
+
+
+class DiffusionGemmaLLM(_LangChainAdapter, BaseLLM):
+    """DiffusionGemma completion model (text in, text out), served in-process by the shared engine.
+
+    The prompt is sent as raw text; set ``apply_chat_template=True`` to wrap it as one user turn of the
+    model's chat template (instruction-tuned checkpoints answer better that way), or use
+    :class:`ChatDiffusionGemma` for conversations.
+
+    Setup:
+        .. code-block:: bash
+
+            pip install "diffgemma-plugins[langchain]"
+
+    Key init args:
+        The same as :class:`ChatDiffusionGemma` (``model``/``engine``, ``temperature``, ``max_tokens``,
+        ``stop``, ``seed``, the denoising parameters, ``validators``, ``on_validation_failure``), plus
+        ``apply_chat_template``.
+
+    Instantiate:
+        .. code-block:: python
+
+            from diffgemma_adapters.langchain import DiffusionGemmaLLM
+
+            llm = DiffusionGemmaLLM(model="tiny-random", max_tokens=32, seed=0)
+
+    Invoke:
+        .. code-block:: python
+
+            text = llm.invoke("The capital of France is")
+
+    Stream:
+        .. code-block:: python
+
+            for piece in llm.stream("The capital of France is"):
+                print(piece, end="")
+
+    Async:
+        .. code-block:: python
+
+            text = await llm.ainvoke("The capital of France is")
+
+    Batch:
+        ``llm.batch(prompts)`` submits every prompt (up to a window) before collecting any result, so the
+        engine denoises them together. ``generation_info`` of each generation holds ``finish_reason``,
+        ``usage``, ``seed`` and ``validation``; ``llm_output`` holds ``model_name`` and summed ``token_usage``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    apply_chat_template: bool = False
+    """Wrap each prompt as a single user turn of the model's chat template."""
+
+    @property
+    def _llm_type(self) -> str:
+        return "diffusiongemma-llm"
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        return self._ls_params("llm", stop, kwargs)
+
+    def _prepare(self, prompt: str, stop: list[str] | None, kwargs: Mapping[str, Any]) -> PreparedRequest:
+        options = dict(kwargs)
+        options.pop("stream", None)
+        if self.apply_chat_template:
+            return prepare_request(self, turns=[Turn("user", prompt)], stop=stop, **options)
+        return prepare_request(self, prompt=prompt, stop=stop, **options)
+
+    def _generate(
+        self,
+        prompts: list[str],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> LLMResult:
+        streaming = bool(kwargs.get("stream", self.streaming)) and run_manager is not None
+        requests = [self._prepare(prompt, stop, kwargs) for prompt in prompts]
+        window = _batch_window(self.engine)
+        on_block = (lambda text: run_manager.on_llm_new_token(text, chunk=GenerationChunk(text=text))) if streaming else None
+        results = _run_all(requests, window, on_block)
+        return _llm_result(requests, results)
+
+    async def _agenerate(
+        self,
+        prompts: list[str],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> LLMResult:
+        streaming = bool(kwargs.get("stream", self.streaming)) and run_manager is not None
+        requests = [self._prepare(prompt, stop, kwargs) for prompt in prompts]
+        window = _batch_window(self.engine)
+
+        async def on_block(text: str) -> None:
+            await run_manager.on_llm_new_token(text, chunk=GenerationChunk(text=text))
+
+        results = await _arun_all(requests, window, on_block if streaming else None)
+        return _llm_result(requests, results)
+
+    def _stream(
+        self,
+        prompt: str,
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[GenerationChunk]:
+        handle = self._prepare(prompt, stop, kwargs).submit()
+        try:
+            for event in handle:
+                chunk = _text_chunk(event)
+                if chunk is not None:
+                    if run_manager:  # BaseLLM.stream does not fire token callbacks itself
+                        run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                    yield chunk
+        finally:
+            handle.cancel()
+
+    async def _astream(
+        self,
+        prompt: str,
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[GenerationChunk]:
+        handle = self._prepare(prompt, stop, kwargs).submit()
+        try:
+            async for event in handle:
+                chunk = _text_chunk(event)
+                if chunk is not None:
+                    if run_manager:
+                        await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                    yield chunk
+        finally:
+            handle.cancel()
+
+
+# -- messages in ------------------------------------------------------------------------------------------
+
+
+def _to_turns(messages: Sequence[BaseMessage]) -> list[Turn]:
+    return [_to_turn(index, message) for index, message in enumerate(messages)]
+
+
+def _to_turn(index: int, message: BaseMessage) -> Turn:
+    if isinstance(message.content, list):
+        for block in message.content:
+            kind = block.get("type") if isinstance(block, dict) else None
+            if kind in _MULTIMODAL_BLOCKS:
+                raise InvalidRequestError(f"messages[{index}]", f"DiffusionGemma adapters take text only, got a {kind!r} block")
+    text = message.text
+    if isinstance(message, ToolMessage):
+        if message.status == "error":
+            text = json.dumps({"error": text}, ensure_ascii=False)
+        return Turn("tool", text, name=message.name, tool_call_id=message.tool_call_id)
+    if isinstance(message, AIMessage):
+        calls = tuple((call["name"], call["args"], call.get("id")) for call in message.tool_calls)
+        return Turn("assistant", text, name=message.name, tool_calls=calls)
+    if isinstance(message, HumanMessage):
+        return Turn("user", text, name=message.name)
+    if isinstance(message, SystemMessage):
+        return Turn("system", text, name=message.name)
+    if isinstance(message, FunctionMessage):
+        return Turn("tool", text, name=message.name)
+    if isinstance(message, ChatMessage):
+        return Turn(message.role, text, name=message.name)
+    raise InvalidRequestError(f"messages[{index}]", f"unsupported message type {type(message).__name__}")
+
+
+def _tool_choice(choice: dict[str, Any] | str | bool | None, names: list[str]) -> str | None:
+    if choice is None:
+        return None
+    if choice is True:
+        return "any"
+    if choice is False:
+        return "none"
+    if isinstance(choice, dict):
+        function = choice.get("function") or {}
+        if choice.get("type") == "function" and "name" in function:
+            choice = function["name"]
+        elif choice.get("type") in ("any", "auto", "none", "required") and len(choice) == 1:
+            choice = choice["type"]
+        else:
+            raise ValueError(f"unsupported tool_choice {choice!r}")
+    if choice == "required":
+        return "any"
+    if choice in ("auto", "none", "any") or choice in names:
+        return choice
+    raise ValueError(f"tool_choice {choice!r} is neither 'auto', 'none', 'any' nor one of the tools {names}")
+
+
+# -- responses out ----------------------------------------------------------------------------------------
+
+
+def _usage(result: GenerationResult) -> UsageMetadata:
+    return UsageMetadata(
+        input_tokens=result.usage.prompt_tokens,
+        output_tokens=result.usage.completion_tokens,
+        total_tokens=result.usage.total_tokens,
+    )
+
+
+def _metadata(request: PreparedRequest, result: GenerationResult) -> dict[str, Any]:
+    summary = result.validation
+    return {
+        "model_name": request.model_name,
+        "model_provider": PROVIDER,
+        "finish_reason": result.finish_reason,
+        "stop_reason": result.stop_reason,
+        "seed": result.seed,
+        "request_id": result.request_id,
+        "validation": {
+            "passed": summary.passed,
+            "blocks": len(summary.blocks),
+            "repairs": summary.repairs,
+            "extra_steps": summary.extra_steps,
+            "flags": list(summary.flags),
+        },
+        "stats": dataclasses.asdict(result.stats),
+    }
+
+
+def _tool_calls(request: PreparedRequest, calls: list[ToolCall]) -> list[ToolCall]:
+    return calls if request.parallel_tool_calls else calls[:1]
+
+
+def _chat_result(request: PreparedRequest, result: GenerationResult) -> ChatResult:
+    assembler = request.tool_assembler()
+    content, calls = (result.text, []) if assembler is None else assembler.finish(result.token_ids)
+    calls = _tool_calls(request, calls)
+    message = AIMessage(
+        content=content,
+        tool_calls=[{"name": c.name, "args": c.args, "id": c.id, "type": "tool_call"} for c in calls if c.valid],
+        invalid_tool_calls=[
+            {"name": c.name, "args": c.raw_args, "id": c.id, "error": c.error, "type": "invalid_tool_call"}
+            for c in calls
+            if not c.valid
+        ],
+        usage_metadata=_usage(result),
+        response_metadata=_metadata(request, result),
+    )
+    return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+class _ChatChunks:
+    """Turns one request's events into chat chunks: one per committed block, then a closing chunk."""
+
+    def __init__(self, request: PreparedRequest) -> None:
+        self.request = request
+        self.tools: ToolCallAssembler | None = request.tool_assembler()
+
+    def make(self, event: Any) -> ChatGenerationChunk | None:
+        if isinstance(event, BlockEvent):
+            text = event.text if self.tools is None else self.tools.add_block(event.token_ids)
+            return ChatGenerationChunk(message=AIMessageChunk(content=text)) if text else None
+        if isinstance(event, FinalEvent):
+            return self._last(event.result)
+        return None  # draft events are never content
+
+    def _last(self, result: GenerationResult) -> ChatGenerationChunk:
+        text, calls = "", []
+        if self.tools is not None:
+            text, calls = self.tools.finish(result.token_ids)
+        calls = _tool_calls(self.request, calls)
+        message = AIMessageChunk(
+            content=text,
+            tool_call_chunks=[
+                {
+                    "name": call.name,
+                    "args": json.dumps(call.args, ensure_ascii=False) if call.valid else call.raw_args,
+                    "id": call.id,
+                    "index": index,
+                    "type": "tool_call_chunk",
+                }
+                for index, call in enumerate(calls)
+            ],
+            usage_metadata=_usage(result),
+            response_metadata=_metadata(self.request, result),
+            chunk_position="last",
+        )
+        return ChatGenerationChunk(message=message)
+
+
+def _text_chunk(event: Any) -> GenerationChunk | None:
+    if isinstance(event, BlockEvent) and event.text:
+        return GenerationChunk(text=event.text)
+    if isinstance(event, FinalEvent):
+        return GenerationChunk(text="", generation_info=_generation_info(event.result))
+    return None
+
+
+def _generation_info(result: GenerationResult) -> dict[str, Any]:
+    return {
+        "finish_reason": result.finish_reason,
+        "stop_reason": result.stop_reason,
+        "seed": result.seed,
+        "usage": {
+            "prompt_tokens": result.usage.prompt_tokens,
+            "completion_tokens": result.usage.completion_tokens,
+            "total_tokens": result.usage.total_tokens,
+        },
+        "validation": {"passed": result.validation.passed, "repairs": result.validation.repairs,
+                       "flags": list(result.validation.flags)},
+    }
+
+
+def _llm_result(requests: list[PreparedRequest], results: list[GenerationResult]) -> LLMResult:
+    usage = {
+        "prompt_tokens": sum(r.usage.prompt_tokens for r in results),
+        "completion_tokens": sum(r.usage.completion_tokens for r in results),
+    }
+    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    return LLMResult(
+        generations=[[Generation(text=r.text, generation_info=_generation_info(r))] for r in results],
+        llm_output={"model_name": requests[0].model_name if requests else None, "token_usage": usage},
+    )
+
+
+# -- running many requests --------------------------------------------------------------------------------
+
+
+def _run_all(
+    requests: list[PreparedRequest], window: int, on_block: Callable[[str], None] | None
+) -> list[GenerationResult]:
+    """Submit up to ``window`` requests ahead, collect results in order; cancel what is left on error."""
+    handles: list[RequestStream] = []
+    results: list[GenerationResult] = []
+    try:
+        for request in requests[:window]:
+            handles.append(request.submit())
+        for index in range(len(requests)):
+            for event in handles[index]:
+                if isinstance(event, BlockEvent) and event.text and on_block is not None:
+                    on_block(event.text)
+                elif isinstance(event, FinalEvent):
+                    results.append(event.result)
+            if index + window < len(requests):
+                handles.append(requests[index + window].submit())
+    finally:
+        for handle in handles:
+            handle.cancel()
+    return results
+
+
+async def _arun_all(
+    requests: list[PreparedRequest], window: int, on_block: Callable[[str], Any] | None
+) -> list[GenerationResult]:
+    """Async :func:`_run_all`: awaits each result without blocking the event loop."""
+    handles: list[RequestStream] = []
+    results: list[GenerationResult] = []
+    try:
+        for request in requests[:window]:
+            handles.append(request.submit())
+        for index in range(len(requests)):
+            async for event in handles[index]:
+                if isinstance(event, BlockEvent) and event.text and on_block is not None:
+                    await on_block(event.text)
+                elif isinstance(event, FinalEvent):
+                    results.append(event.result)
+            if index + window < len(requests):
+                handles.append(requests[index + window].submit())
+    finally:
+        for handle in handles:
+            handle.cancel()
+    return results
