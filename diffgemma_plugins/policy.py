@@ -142,6 +142,11 @@ def _repair_problem(
     return ""
 
 
+# A position is "uncertain" only above this entropy (nats), whatever the block's quantiles: in a block
+# where every position is confident, no extra position is renoised.
+MIN_UNCERTAIN_ENTROPY = 0.5
+
+
 def renoise_positions(
     block: BlockView, report: ValidationReport, attempts: tuple[RepairAttempt, ...]
 ) -> tuple[int, ...]:
@@ -170,9 +175,7 @@ def _high_entropy_on_lines(block: BlockView, spans: list[tuple[int, int]]) -> se
     line_of = [bisect.bisect_right(newlines, block.token_offsets[p][0] - 1) for p in range(length)]
     lines = {line_of[p] for start, end in spans for p in range(max(0, start), min(end, length))}
     ranked = sorted(block.entropy[:length])
-    threshold = ranked[min(length - 1, int(HIGH_ENTROPY_QUANTILE * length))]
-    if threshold <= 0:
-        return set()
+    threshold = max(ranked[min(length - 1, int(HIGH_ENTROPY_QUANTILE * length))], MIN_UNCERTAIN_ENTROPY)
     return {p for p in range(length) if block.entropy[p] >= threshold and line_of[p] in lines}
 
 
