@@ -56,6 +56,19 @@ def _parser() -> argparse.ArgumentParser:
 
     plugins = commands.add_parser("plugins", help="list installed plugins, their hooks and validators")
     plugins.set_defaults(handler=_plugins)
+
+    bench = commands.add_parser("bench", help="throughput: our engine vs model.generate() at several concurrencies")
+    bench.add_argument("--model", default=None,
+                       help="a checkpoint directory (default: a random-weight model of --size, built locally)")
+    bench.add_argument("--size", default="cpu-512", help="random-weight benchmark size when no --model is given")
+    bench.add_argument("--device", default="auto")
+    bench.add_argument("--concurrency", default="1,4,8,16", help="comma-separated concurrencies")
+    bench.add_argument("--max-new-tokens", type=int, default=128)
+    bench.add_argument("--repeats", type=int, default=1, help="runs per system and concurrency (median)")
+    bench.add_argument("--markdown", default="docs/benchmarks.md",
+                       help="Markdown file whose throughput section is (re)written")
+    bench.add_argument("--plot", default="docs/img/throughput.png", help="PNG plot path")
+    bench.set_defaults(handler=_bench)
     return parser
 
 
@@ -156,6 +169,60 @@ def _format_plugin(plugin: object) -> str:
     if validators:
         lines.append("  validators: " + ", ".join(validators))
     return "\n".join(lines)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import os
+    import time
+
+    from diffgemma_engine import Engine
+    from diffgemma_engine.benchmark import checkpoint, markdown_table, plot, run_throughput
+
+    concurrencies = tuple(int(c) for c in args.concurrency.split(",") if c.strip())
+    model = args.model or checkpoint(args.size)
+    engine = Engine(model=model, device=args.device, max_running=max(concurrencies))
+    started = time.perf_counter()
+    total = 3 * len(concurrencies) * args.repeats
+    done = 0
+
+    def progress(label: str) -> None:
+        nonlocal done
+        done += 1
+        bar = "#" * int(30 * done / total)
+        print(f"\r[{bar:<30}] {done}/{total} {label:<60} {time.perf_counter() - started:6.0f} s",
+              end="", file=sys.stderr, flush=True)
+
+    rows = run_throughput(engine, concurrencies, args.max_new_tokens, progress, args.repeats)
+    print(file=sys.stderr)
+    engine.shutdown()
+    table = markdown_table(rows)
+    where = f"{args.model or args.size} on {engine.device} ({engine.dtype}), canvas {engine.canvas_length}, " \
+            f"max_new_tokens {args.max_new_tokens}, median of {args.repeats} run(s)"
+    section = f"Measured by `diffgemma bench`: {where}.\n\n{table}\n"
+    if args.plot:
+        os.makedirs(os.path.dirname(args.plot) or ".", exist_ok=True)
+        if plot(rows, args.plot, f"throughput, {args.model or args.size}"):
+            relative = os.path.relpath(args.plot, os.path.dirname(args.markdown) or ".")
+            section += f"\n![tokens/s vs concurrency]({relative})\n"
+    if args.markdown:
+        _write_section(args.markdown, "throughput", section)
+    print(table)
+    return 0
+
+
+def _write_section(path: str, name: str, body: str) -> None:
+    """Replace (or append) the marked section ``name`` of a Markdown file."""
+    import os
+
+    start, end = f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
+    text = open(path, encoding="utf-8").read() if os.path.exists(path) else ""
+    block = f"{start}\n{body}{end}"
+    if start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
 
 
 def _print_stats(result) -> None:
