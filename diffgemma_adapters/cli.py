@@ -57,6 +57,14 @@ def _parser() -> argparse.ArgumentParser:
     plugins = commands.add_parser("plugins", help="list installed plugins, their hooks and validators")
     plugins.set_defaults(handler=_plugins)
 
+    serve = commands.add_parser("serve", help="an OpenAI-compatible HTTP server over the shared engine")
+    serve.add_argument("--model", default=DEFAULT_MODEL)
+    serve.add_argument("--device", default="auto")
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1/ routes")
+    serve.set_defaults(handler=_serve)
+
     bench = commands.add_parser("bench", help="throughput: our engine vs model.generate() at several concurrencies")
     bench.add_argument("--model", default=None,
                        help="a checkpoint directory (default: a random-weight model of --size, built locally)")
@@ -169,6 +177,17 @@ def _format_plugin(plugin: object) -> str:
     if validators:
         lines.append("  validators: " + ", ".join(validators))
     return "\n".join(lines)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        from .server import serve
+    except ImportError as error:
+        print(f"diffgemma: the server needs the 'server' extra (pip install 'diffgemma-plugins[server]'): {error}",
+              file=sys.stderr)
+        return 1
+    serve(args.model, host=args.host, port=args.port, api_key=args.api_key, device=args.device)
+    return 0
 
 
 def _bench(args: argparse.Namespace) -> int:
