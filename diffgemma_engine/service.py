@@ -22,10 +22,17 @@ import torch
 from .config import EngineConfig, resolve_device, resolve_dtype
 from .core import EngineCore
 from .detokenizer import Detokenizer
-from .errors import DiffGemmaError, EngineDeadError, EngineOverloadedError, InvalidRequestError, ModelLoadError
+from .errors import (
+    DiffGemmaError,
+    EngineDeadError,
+    EngineOverloadedError,
+    InvalidRequestError,
+    ModelLoadError,
+    RequestCancelledError,
+)
 from .loader import load_model
 from .model_runner import ModelRunner
-from .outputs import Event, GenerationResult
+from .outputs import Event, FinalEvent, GenerationResult
 from .params import SamplingParams
 from .prompts import prompt_token_ids, render_messages
 from .registry import DEFAULT_MODEL, resolve_model_ref
@@ -238,7 +245,7 @@ class Engine:
             raise EngineDeadError("this engine was shut down")
 
     def _deliver(self, stream: RequestStream, item: Any) -> None:
-        terminal = not stream.done and (isinstance(item, BaseException) or type(item).__name__ == "FinalEvent")
+        terminal = not stream.done and isinstance(item, (BaseException, FinalEvent))
         stream.push(item)
         if terminal:
             with self._lock:
@@ -271,7 +278,7 @@ class Engine:
             self._dead.__cause__ = error
             self._fail_everything(self._dead)
             return
-        self._fail_everything(_shutdown_error())
+        self._fail_everything(RequestCancelledError("the engine was shut down"))
 
     def _fail_everything(self, error: DiffGemmaError) -> None:
         with self._lock:
@@ -279,12 +286,6 @@ class Engine:
         for sequence in inbox:
             sequence.emit(error)
         self.core.fail_all(error)
-
-
-def _shutdown_error() -> DiffGemmaError:
-    from .errors import RequestCancelledError
-
-    return RequestCancelledError("the engine was shut down")
 
 
 def _cancelling_iterator(handle: RequestStream) -> Iterator[Event]:

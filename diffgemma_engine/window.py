@@ -23,6 +23,7 @@ from .validation import (
     OnExhausted,
     RepairAction,
     RepairAttempt,
+    Severity,
     ValidationReport,
     ValidationSummary,
 )
@@ -129,7 +130,7 @@ class BlockSettler:
             sequence.validations.append(record)
             self._finish(sequence, "validation_failed", None)
         else:
-            unrepairable = any(v.fails and (not v.repairable or v.severity >= 40) for v in report.violations)
+            unrepairable = any(v.fails and (not v.repairable or v.severity >= Severity.FATAL) for v in report.violations)
             error_type = UnrepairableBlockError if unrepairable else RepairBudgetExceeded
             sequence.validations.append(record)
             error = error_type(
