@@ -35,6 +35,8 @@ TOOL_OPEN, TOOL_CLOSE = "<|tool>", "<tool|>"
 CALL_OPEN, CALL_CLOSE = "<|tool_call>", "<tool_call|>"
 RESPONSE_OPEN, RESPONSE_CLOSE = "<|tool_response>", "<tool_response|>"
 QUOTE = '<|"|>'
+CALL_MARKERS = (CALL_OPEN, CALL_CLOSE, QUOTE)
+"""The tokens a call is written with; they survive decoding even where they are special tokens."""
 REPLACEMENT = "\ufffd"
 
 _BARE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
@@ -341,18 +343,33 @@ def _partial_marker(text: str) -> int:
 # -- assembling a response from committed blocks ----------------------------------------------------------
 
 
+def marker_decoder(tokenizer: Any) -> Callable[[Sequence[int]], str]:
+    """``decode(ids)`` that drops special tokens like the engine's text does, except the call markers.
+
+    The engine decodes with ``skip_special_tokens=True``, which erases Gemma 4's tool markers (they are
+    special tokens there). This decoder drops every other special token *id* before decoding, so the text
+    around the markers is exactly the engine's text. (With a tokenizer that lacks the markers, such as
+    ``tiny-random``'s, they are ordinary text and nothing changes.)
+    """
+    unknown = getattr(tokenizer, "unk_token_id", None)
+    markers = {tokenizer.convert_tokens_to_ids(marker) for marker in CALL_MARKERS} - {unknown, None}
+    drop = frozenset(getattr(tokenizer, "all_special_ids", ())) - markers
+
+    def decode(token_ids: Sequence[int]) -> str:
+        return tokenizer.decode([i for i in token_ids if i not in drop], skip_special_tokens=False)
+
+    return decode
+
+
 class ToolCallAssembler:
     """Turns a tool-enabled response's committed tokens into append-only visible text and tool calls.
 
-    The engine's text drops special tokens, which would erase Gemma 4's tool markers, so the raw text is
-    decoded here from the committed token ids (``decode(ids)`` keeps special tokens); special tokens
-    outside calls are then removed from the visible text. ``prefill`` is text the request forced at the
-    start of the model's turn (a forced tool call); it is part of the raw output.
+    ``decode`` must keep the tool markers (see :func:`marker_decoder`). ``prefill`` is text the request
+    forced at the start of the model's turn (a forced tool call); it is part of the raw output.
     """
 
-    def __init__(self, decode: Callable[[Sequence[int]], str], special_tokens: Sequence[str], prefill: str = "") -> None:
+    def __init__(self, decode: Callable[[Sequence[int]], str], prefill: str = "") -> None:
         self._decode = decode
-        self._specials = tuple(sorted((s for s in special_tokens if s and s not in _MARKERS), key=len, reverse=True))
         self._prefill = prefill
         self._token_ids: list[int] = []
         self.emitted = ""
@@ -375,16 +392,7 @@ class ToolCallAssembler:
 
     def _advance(self, final: bool) -> str:
         visible, _ = split_tool_calls(self._raw(final), final=final)
-        visible = self._strip_specials(visible)
         if not visible.startswith(self.emitted):  # cannot happen for append-only blocks; never retract text
             return ""
         delta, self.emitted = visible[len(self.emitted) :], visible
         return delta
-
-    def _strip_specials(self, text: str) -> str:
-        for token in self._specials:
-            text = text.replace(token, "")
-        return text
-
-
-_MARKERS = frozenset({CALL_OPEN, CALL_CLOSE, QUOTE, TOOL_OPEN, TOOL_CLOSE, RESPONSE_OPEN, RESPONSE_CLOSE})

@@ -30,6 +30,7 @@ from ._formats import (
     CALL_OPEN,
     ToolCallAssembler,
     format_tool_call,
+    marker_decoder,
     format_tool_response,
     json_instruction,
     tools_instruction,
@@ -85,7 +86,9 @@ class EngineLike(Protocol):
 
     def count_tokens(self, text: str) -> int: ...
 
-    def submit(self, prompt: str | None = None, params: SamplingParams | None = None, **kwargs: Any) -> RequestStream: ...
+    def submit(
+        self, prompt: str | None = None, params: SamplingParams | None = None, **kwargs: Any
+    ) -> RequestStream: ...
 
 
 class GenerationSettings(BaseModel):
@@ -215,7 +218,8 @@ def sampling_params(
     """
     unknown = sorted(set(options) - set(SAMPLING_OPTIONS) - TOLERATED_OPTIONS)
     if unknown:
-        raise InvalidRequestError(unknown[0], f"is not a DiffusionGemma option (options: {', '.join(SAMPLING_OPTIONS)})")
+        known = ", ".join(SAMPLING_OPTIONS)
+        raise InvalidRequestError(unknown[0], f"is not a DiffusionGemma option (options: {known})")
     value = {name: options.get(name, getattr(settings, name)) for name in SAMPLING_OPTIONS}
     t_min, t_max = _schedule(settings, options)
     validators = _string_list("validators", value["validators"])
@@ -267,7 +271,8 @@ def _with_json_validator(
     if JSON_VALIDATOR not in validators and f"+{JSON_VALIDATOR}" not in validators:
         validators = [*validators, f"+{JSON_VALIDATOR}"] if validators else [JSON_VALIDATOR]
     if schema is not None:
-        options[JSON_VALIDATOR] = {**_mapping("validator_options", options.get(JSON_VALIDATOR, {})), "schema": dict(schema)}
+        own = _mapping("validator_options", options.get(JSON_VALIDATOR, {}))
+        options[JSON_VALIDATOR] = {**own, "schema": dict(schema)}
     return validators, options
 
 
@@ -338,7 +343,11 @@ def template_roles(engine: EngineLike) -> TemplateRoles:
     return TemplateRoles(
         system=renders([{"role": "system", "content": probe}, {"role": "user", "content": "x"}]),
         tool=renders(
-            [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}, {"role": "tool", "content": probe}]
+            [
+                {"role": "user", "content": "x"},
+                {"role": "assistant", "content": "y"},
+                {"role": "tool", "content": probe},
+            ]
         ),
     )
 
@@ -447,12 +456,7 @@ class PreparedRequest:
         """A fresh assembler for this request's output if it may hold tool calls, else ``None``."""
         if not self.tools:
             return None
-        tokenizer = self.engine.tokenizer
-        return ToolCallAssembler(
-            lambda ids: tokenizer.decode(list(ids), skip_special_tokens=False),
-            getattr(tokenizer, "all_special_tokens", ()),
-            self.prefill,
-        )
+        return ToolCallAssembler(marker_decoder(self.engine.tokenizer), self.prefill)
 
 
 ToolChoice = Literal["auto", "none", "any"] | str | None
@@ -516,7 +520,8 @@ def _response_format(response_format: Mapping[str, Any] | None) -> tuple[bool, M
     if kind == "json_schema":
         schema = response_format.get("schema") or (response_format.get("json_schema") or {}).get("schema")
         return True, _mapping("response_format", schema)
-    raise InvalidRequestError("response_format", f"must be {{'type': 'json_object' | 'json_schema', ...}}, got {response_format!r}")
+    expected = "{'type': 'json_object' | 'json_schema', ...}"
+    raise InvalidRequestError("response_format", f"must be {expected}, got {response_format!r}")
 
 
 def _tool_choice(

@@ -25,8 +25,20 @@ from langchain_core.messages import (
     convert_to_messages,
 )
 from langchain_core.messages.ai import UsageMetadata
-from langchain_core.output_parsers import JsonOutputKeyToolsParser, JsonOutputParser, PydanticOutputParser, PydanticToolsParser
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, Generation, GenerationChunk, LLMResult
+from langchain_core.output_parsers import (
+    JsonOutputKeyToolsParser,
+    JsonOutputParser,
+    PydanticOutputParser,
+    PydanticToolsParser,
+)
+from langchain_core.outputs import (
+    ChatGeneration,
+    ChatGenerationChunk,
+    ChatResult,
+    Generation,
+    GenerationChunk,
+    LLMResult,
+)
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableMap, RunnablePassthrough
 from langchain_core.runnables.config import get_config_list
 from langchain_core.tools import BaseTool
@@ -66,7 +78,9 @@ class _LangChainAdapter(GenerationSettings):
                   "validators", "validator_options", "on_validation_failure", "timeout")
         return {name: getattr(self, name) for name in fields}
 
-    def _ls_params(self, model_type: Literal["chat", "llm"], stop: list[str] | None, kwargs: Mapping[str, Any]) -> LangSmithParams:
+    def _ls_params(
+        self, model_type: Literal["chat", "llm"], stop: list[str] | None, kwargs: Mapping[str, Any]
+    ) -> LangSmithParams:
         params = LangSmithParams(
             ls_provider=PROVIDER,
             ls_model_name=kwargs.get("model") or self.model,
@@ -476,8 +490,11 @@ class DiffusionGemmaLLM(_LangChainAdapter, BaseLLM):
         streaming = bool(kwargs.get("stream", self.streaming)) and run_manager is not None
         requests = [self._prepare(prompt, stop, kwargs) for prompt in prompts]
         window = _batch_window(self.engine)
-        on_block = (lambda text: run_manager.on_llm_new_token(text, chunk=GenerationChunk(text=text))) if streaming else None
-        results = _run_all(requests, window, on_block)
+
+        def on_block(text: str) -> None:
+            run_manager.on_llm_new_token(text, chunk=GenerationChunk(text=text))
+
+        results = _run_all(requests, window, on_block if streaming else None)
         return _llm_result(requests, results)
 
     async def _agenerate(
@@ -546,7 +563,7 @@ def _to_turn(index: int, message: BaseMessage) -> Turn:
         for block in message.content:
             kind = block.get("type") if isinstance(block, dict) else None
             if kind in _MULTIMODAL_BLOCKS:
-                raise InvalidRequestError(f"messages[{index}]", f"DiffusionGemma adapters take text only, got a {kind!r} block")
+                raise InvalidRequestError(f"messages[{index}]", f"the adapters take text only, got a {kind!r} block")
     text = message.text
     if isinstance(message, ToolMessage):
         if message.status == "error":

@@ -227,8 +227,15 @@ class DiffusionGemma(GenerationSettings, CustomLLM):
     # -- structured output ----------------------------------------------------------------------------
 
     def _structured_request(
-        self, output_cls: type[BaseModel], prompt: PromptTemplate, llm_kwargs: dict[str, Any] | None, prompt_args: dict[str, Any]
+        self,
+        output_cls: type[BaseModel],
+        prompt: PromptTemplate,
+        llm_kwargs: dict[str, Any] | None,
+        prompt_args: dict[str, Any],
     ) -> PreparedRequest:
+        dispatcher.event(
+            LLMStructuredPredictStartEvent(output_cls=output_cls, template=prompt, template_args=prompt_args)
+        )
         schema = output_cls.model_json_schema()
         messages = self._get_messages(prompt, **prompt_args)
         messages = [ChatMessage(role=MessageRole.SYSTEM, content=json_instruction(schema)), *messages]
@@ -252,11 +259,8 @@ class DiffusionGemma(GenerationSettings, CustomLLM):
     ) -> BaseModel:
         """An ``output_cls`` instance: JSON asked for in the prompt and checked (and repaired in place) by the
         ``builtin.json`` validator against ``output_cls``'s JSON schema while it is generated."""
-        dispatcher.event(LLMStructuredPredictStartEvent(output_cls=output_cls, template=prompt, template_args=prompt_args))
         result = self._structured_request(output_cls, prompt, llm_kwargs, prompt_args).run()
-        output = output_cls.model_validate(parse_json_output(result.text))
-        dispatcher.event(LLMStructuredPredictEndEvent(output=output))
-        return output
+        return _structured_output(output_cls, result)
 
     @dispatcher.span
     async def astructured_predict(
@@ -267,11 +271,14 @@ class DiffusionGemma(GenerationSettings, CustomLLM):
         **prompt_args: Any,
     ) -> BaseModel:
         """Async :meth:`structured_predict`."""
-        dispatcher.event(LLMStructuredPredictStartEvent(output_cls=output_cls, template=prompt, template_args=prompt_args))
         result = await self._structured_request(output_cls, prompt, llm_kwargs, prompt_args).arun()
-        output = output_cls.model_validate(parse_json_output(result.text))
-        dispatcher.event(LLMStructuredPredictEndEvent(output=output))
-        return output
+        return _structured_output(output_cls, result)
+
+
+def _structured_output(output_cls: type[BaseModel], result: GenerationResult) -> BaseModel:
+    output = output_cls.model_validate(parse_json_output(result.text))
+    dispatcher.event(LLMStructuredPredictEndEvent(output=output))
+    return output
 
 
 # -- messages in ------------------------------------------------------------------------------------------
@@ -289,7 +296,7 @@ def _to_turns(messages: Sequence[ChatMessage]) -> list[Turn]:
             elif kind == "tool_call":
                 calls.append((block.tool_name, block.tool_kwargs, block.tool_call_id))
             elif kind not in _SKIPPED_BLOCKS:
-                raise InvalidRequestError(f"messages[{index}]", f"DiffusionGemma adapters take text only, got a {kind!r} block")
+                raise InvalidRequestError(f"messages[{index}]", f"the adapters take text only, got a {kind!r} block")
         extra = message.additional_kwargs
         for call in extra.get("tool_calls") or ():
             function = call.get("function", call) if isinstance(call, dict) else {}
@@ -297,7 +304,13 @@ def _to_turns(messages: Sequence[ChatMessage]) -> list[Turn]:
                 calls.append((function["name"], _arguments(function.get("arguments")), call.get("id")))
         role = message.role.value if isinstance(message.role, MessageRole) else str(message.role)
         turns.append(
-            Turn(role, "\n".join(texts), name=extra.get("name"), tool_calls=tuple(calls), tool_call_id=extra.get("tool_call_id"))
+            Turn(
+                role,
+                "\n".join(texts),
+                name=extra.get("name"),
+                tool_calls=tuple(calls),
+                tool_call_id=extra.get("tool_call_id"),
+            )
         )
     return turns
 

@@ -191,10 +191,12 @@ class QuantizedTensor(nn.Module):
         dtype = dtype or scale.dtype
         if self.mode == "int8":
             return (codes.to(scale.dtype) * scale).to(dtype)
-        values = torch.stack((codes & 0xF, codes >> 4), dim=-1).reshape(*codes.shape[:-1], -1)
-        grouped = values.to(scale.dtype).unflatten(-1, (-1, self.group_size))
-        weight = grouped * scale.unsqueeze(-1) + offset.unsqueeze(-1)
-        return weight.flatten(-2).to(dtype)
+        weight = torch.empty((*codes.shape[:-1], codes.shape[-1], 2), dtype=scale.dtype, device=codes.device)
+        weight[..., 0] = codes & 0xF  # even input channels sit in the low nibble
+        weight[..., 1] = codes >> 4
+        grouped = weight.view(*codes.shape[:-1], -1, self.group_size)
+        torch.addcmul(offset.unsqueeze(-1), grouped, scale.unsqueeze(-1), out=grouped)
+        return weight.view(*codes.shape[:-1], -1).to(dtype)
 
     def extra_repr(self) -> str:
         group = f", group_size={self.group_size}" if self.group_size else ""
@@ -371,7 +373,8 @@ def quantized_modules(model: nn.Module) -> dict[str, str]:
 _WEIGHT_ATTRIBUTES = {"experts": ("gate_up_proj", "down_proj"), "linear": ("weight",)}
 
 
-def _is_fused_experts(module: nn.Module) -> bool:
+def is_fused_experts(module: nn.Module) -> bool:
+    """Whether ``module`` holds fused 3-D ``gate_up_proj`` / ``down_proj`` expert parameters."""
     gate_up = getattr(module, "gate_up_proj", None)
     down = getattr(module, "down_proj", None)
     return (isinstance(gate_up, nn.Parameter) and isinstance(down, nn.Parameter)
@@ -382,7 +385,7 @@ def _target_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module, str]]:
     """``(name, module, kind)`` for every module to quantize, in registration order (shared ones repeat)."""
     embedding = _input_embedding_weight(model)
     for name, module in model.named_modules(remove_duplicate=False):
-        if _is_fused_experts(module):
+        if is_fused_experts(module):
             yield name, module, "experts"
         elif type(module) is nn.Linear:
             if module.weight is embedding or name.endswith("router.proj"):

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from diffgemma_engine import Engine, shutdown_engines
+
+# The test models are tiny: one intra-op thread is faster than two that contend, and keeps the suite's
+# timing steady on small shared machines.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

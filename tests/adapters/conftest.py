@@ -142,17 +142,6 @@ def scripted(shared_engine: Engine):
     return make
 
 
-@pytest.fixture(scope="session")
-def validating_engine():
-    """A private tiny-random engine with the plugin layer's validator checker installed."""
-    from diffgemma_plugins import make_checker_factory
-
-    engine = Engine(model="tiny-random")
-    engine.use_checker_factory(make_checker_factory())
-    yield engine
-    engine.shutdown()
-
-
 @dataclass
 class Ticker:
     """Counts event-loop turns while it runs: a blocked loop stops the count."""

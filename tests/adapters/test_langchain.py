@@ -225,10 +225,12 @@ def test_llm_generate_reports_usage_per_prompt(fast):
 
 
 def test_chat_batch_runs_all_inputs_at_once(recording_engine):
+    # more inputs than Runnable.batch's default thread pool (min(32, cpus + 4)) runs at once on small machines
+    inputs = [f"question {i}" for i in range(12)]
     chat = ChatDiffusionGemma(engine=recording_engine, max_tokens=256, max_denoising_steps=8, seed=0)
-    outputs = chat.batch(["one", "two", "three", "four"])
-    assert recording_engine.max_in_flight == 4
-    assert len(outputs) == 4 and all(isinstance(o, AIMessage) for o in outputs)
+    outputs = chat.batch(inputs)
+    assert recording_engine.max_in_flight == len(inputs)
+    assert len(outputs) == len(inputs) and all(isinstance(o, AIMessage) for o in outputs)
 
 
 async def test_chat_abatch_runs_all_inputs_at_once(recording_engine):
@@ -404,10 +406,10 @@ def test_json_mode_and_function_calling(scripted):
         chat.with_structured_output(Weather, unknown=True)
 
 
-def test_the_json_validator_runs_in_the_engine(validating_engine):
+def test_the_json_validator_runs_in_the_engine(shared_engine):
     """Random weights cannot write JSON: the validator flags the block, repairs fail, and the response is
     returned flagged (``on_validation_failure="return_flagged"``) instead of silently passing."""
-    chat = ChatDiffusionGemma(engine=validating_engine, max_tokens=24, max_denoising_steps=4, seed=0,
+    chat = ChatDiffusionGemma(engine=shared_engine, max_tokens=24, max_denoising_steps=4, seed=0,
                               on_validation_failure="return_flagged")
     result = chat.with_structured_output(Weather, include_raw=True).invoke("Weather in Paris?")
     meta = result["raw"].response_metadata

@@ -3,12 +3,14 @@
 ``tiny-random`` has random weights: it writes byte noise, so every test that checks the *meaning* of the
 output (a tool call with given arguments, JSON with given keys) is marked ``xfail`` with that reason. The
 plumbing behind them (tool-call syntax, JSON parsing, validator selection) is tested with scripted model
-outputs in ``test_langchain.py``. The unit suite runs with sockets disabled.
+outputs in ``test_langchain.py``. Both suites run with sockets disabled.
 """
 
 from __future__ import annotations
 
+import atexit
 import functools
+import shutil
 import tempfile
 
 import pytest
@@ -32,20 +34,10 @@ def _second_checkpoint() -> str:
     from diffgemma_engine import tiny_random
 
     directory = tempfile.mkdtemp(prefix="diffgemma-adapters-override-")
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
     tiny_random.build_model(seed=1).save_pretrained(directory)
     tiny_random.build_tokenizer().save_pretrained(directory)
     return directory
-
-
-@functools.lru_cache(maxsize=1)
-def _validating_engine():
-    """A tiny-random engine with the plugin layer's validators installed (for structured output)."""
-    from diffgemma_engine import Engine
-    from diffgemma_plugins import make_checker_factory
-
-    engine = Engine(model="tiny-random")
-    engine.use_checker_factory(make_checker_factory())
-    return engine
 
 
 @pytest.fixture(autouse=True)
@@ -74,7 +66,7 @@ class TestChatDiffusionGemmaIntegration(ChatModelIntegrationTests):
 
     @property
     def chat_model_params(self) -> dict:
-        return {**PARAMS, "engine": _validating_engine()}
+        return dict(PARAMS)
 
     @property
     def model_override_value(self) -> str:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 
 import pytest
+
+pytest.importorskip("pydantic")  # the adapters need it (every supported framework brings it)
 
 from diffgemma_adapters._formats import (
     CALL_CLOSE,
@@ -16,6 +19,7 @@ from diffgemma_adapters._formats import (
     encode_value,
     format_tool_call,
     format_tool_response,
+    marker_decoder,
     parse_json_output,
     parse_value,
     split_tool_calls,
@@ -247,20 +251,29 @@ def test_streaming_holds_back_partial_markers_and_open_calls():
     assert split_tool_calls(f"Hi {CALL_OPEN}call:f{{a:1", final=False) == ("Hi ", [])
 
 
+def test_assembler_text_equals_the_engines_text_outside_calls(shared_engine):
+    tokenizer = shared_engine.tokenizer
+    rng = random.Random(0)
+    for _ in range(50):  # random ids, special tokens and split UTF-8 sequences included
+        ids = [rng.randrange(2, tokenizer.vocab_size) for _ in range(40)]
+        text, calls = ToolCallAssembler(marker_decoder(tokenizer)).finish(ids)
+        if CALL_OPEN not in tokenizer.decode(ids):
+            assert text == tokenizer.decode(ids, skip_special_tokens=True) and calls == []
+
+
 def test_assembler_stream_equals_whole(shared_engine):
     tokenizer = shared_engine.tokenizer
-    raw = "Sure. " + format_tool_call("get_weather", {"city": "Zürich"}) + " done"
+    raw = "Sure. " + format_tool_call("get_weather", {"city": "Zürich"}) + " <unused7>done"
     ids = tokenizer(raw, add_special_tokens=False)["input_ids"]
 
     def assembler():
-        return ToolCallAssembler(lambda i: tokenizer.decode(list(i), skip_special_tokens=False),
-                                 tokenizer.all_special_tokens)
+        return ToolCallAssembler(marker_decoder(tokenizer))
 
     streaming = assembler()
     pieces = [streaming.add_block(ids[start : start + 5]) for start in range(0, len(ids), 5)]
     last, calls = streaming.finish(ids)
     whole_text, whole_calls = assembler().finish(ids)
-    assert "".join(pieces) + last == whole_text == "Sure.  done"
+    assert "".join(pieces) + last == whole_text == "Sure.  done"  # the special token is dropped, like the engine does
     assert CALL_OPEN not in "".join(pieces)
     assert [(c.name, c.args) for c in calls] == [(c.name, c.args) for c in whole_calls] == [("get_weather", {"city": "Zürich"})]
 
@@ -276,3 +289,18 @@ def test_json_output_is_found_in_fences_and_prose():
 def test_tool_response_passes_objects_as_objects():
     assert format_tool_response("f", json.dumps({"t": 1})) == "<|tool_response>response:f{t:1}<tool_response|>"
     assert format_tool_response("f", "plain") == '<|tool_response>response:f{value:<|"|>plain<|"|>}<tool_response|>'
+
+
+def test_calls_survive_when_the_markers_are_special_tokens():
+    """Gemma 4's tokenizer has the call markers as special tokens, which the engine's text drops."""
+    from diffgemma_engine import tiny_random
+
+    tokenizer = tiny_random.build_tokenizer()
+    tokenizer.add_special_tokens({"additional_special_tokens": [CALL_OPEN, CALL_CLOSE, '<|"|>']},
+                                 replace_extra_special_tokens=False)
+    raw = "Checking." + format_tool_call("get_weather", {"city": "Paris"})
+    ids = tokenizer(raw, add_special_tokens=False)["input_ids"]
+    assert tokenizer.convert_tokens_to_ids(CALL_OPEN) in ids
+    assert CALL_OPEN not in tokenizer.decode(ids, skip_special_tokens=True)  # what the engine's text would be
+    text, calls = ToolCallAssembler(marker_decoder(tokenizer)).finish(ids)
+    assert text == "Checking." and [(c.name, c.args) for c in calls] == [("get_weather", {"city": "Paris"})]

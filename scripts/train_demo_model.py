@@ -1,0 +1,707 @@
+"""Train the small DiffusionGemma demo checkpoint on a CPU, within a wall-clock budget.
+
+The model is ``transformers.DiffusionGemmaForBlockDiffusion`` — the real model's class, layout
+(sliding + full attention, MoE, self-conditioning) and checkpoint format — at ~5.4 M parameters.
+The objective is the uniform-state block-diffusion one the real model is trained with:
+
+1. an example is a chat prompt plus its response (the answer, then ``<turn|>``); the response is cut
+   into canvases of ``canvas_length`` tokens and one canvas is picked (its *prefix* is the prompt plus
+   the response before it; after the end of turn the canvas is ``<pad>``, as the engine commits it);
+2. the canvas is corrupted: each position is replaced by a token drawn uniformly from the whole
+   vocabulary with probability ``t`` (``t = u ** rate_power``, ``u ~ U(0, 1)``; no mask token);
+3. the prefix goes through the causal encoder (writing the KV cache) and the corrupted canvas through
+   the bidirectional decoder; the loss is the cross-entropy of the clean canvas at every canvas position;
+4. self-conditioning is trained the way the sampler uses it: for a random half of the examples
+   (``self_conditioning_mask``) a first, no-grad decoder pass on the same canvas gives logits that are
+   divided by a temperature drawn from the sampler's range [0.4, 0.8] and fed to the second pass as
+   ``self_conditioning_logits``; the other examples get a zero signal, like the first denoising step.
+
+The tokenizer is a byte-level BPE trained with ``tokenizers`` on the training split, with Gemma's
+special tokens at Gemma's ids (``<pad>`` 0, ``<eos>`` 1, ``<bos>`` 2, ``<|tool_response>`` 50,
+``<|turn>`` 105, ``<turn|>`` 106; ids below 128 are reserved, as in ``tiny-random``), so the EOS list
+[1, 106, 50] and the chat template hold.
+
+Everything is seeded (model init, data order, corruption, self-conditioning choices). Given the same
+``--max-steps`` and thread count, a run is repeatable; ``--max-steps auto`` (the default) picks the
+step count that fits ``--minutes`` from a timing of the first steps and prints it, so the run can be
+repeated exactly with that number. Training state is checkpointed every ``--checkpoint-minutes`` to
+``--work-dir``; ``--resume`` continues from it. The finished checkpoint (config, generation config,
+safetensors, tokenizer, model card) is written to ``--out``.
+
+    python scripts/train_demo_model.py --minutes 55          # the full run (see docs/demo-model.md)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import demo_data  # noqa: E402  (a sibling script, imported as a module)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = REPO_ROOT / "diffgemma_engine" / "models" / "demo"
+DEFAULT_WORK_DIR = REPO_ROOT / "build" / "demo-model-train"
+
+# Gemma's special tokens at Gemma's ids; every other id below RESERVED is an unused placeholder.
+SPECIAL_TOKENS = {0: "<pad>", 1: "<eos>", 2: "<bos>", 3: "<unk>", 4: "<mask>", 50: "<|tool_response>",
+                  105: "<|turn>", 106: "<turn|>"}  # fmt: skip
+RESERVED = 128
+PAD_ID, EOS_ID, BOS_ID, END_OF_TURN_ID = 0, 1, 2, 106
+EOS_TOKEN_IDS = (1, 106, 50)
+
+CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
+    "<|turn>{{ role }}\n{{ message['content'] | trim }}<turn|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|turn>model\n{% endif %}"
+)
+
+RESERVE_SECONDS = 60.0  # of the --minutes budget, kept for the final held-out evaluation and the export
+CARD_RESULTS_BEGIN = "<!-- demo-results:begin -->"
+CARD_RESULTS_END = "<!-- demo-results:end -->"
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    """The architecture knobs; the defaults give ~4.9 M parameters (~19.3 MB of fp32 safetensors).
+
+    ``vocab_size`` is the BPE target and the embedding size: the corpus is small, so the BPE stops near
+    1.8 k tokens and the remaining ids stay unused (the sampler still draws noise from all of them)."""
+
+    vocab_size: int = 2048
+    hidden_size: int = 256
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    head_dim: int = 64
+    global_head_dim: int = 64
+    intermediate_size: int = 512
+    num_experts: int = 4
+    top_k_experts: int = 2
+    moe_intermediate_size: int = 128
+    canvas_length: int = 32
+    sliding_window: int = 512
+    max_position_embeddings: int = 1024
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Optimisation and objective settings (recorded in the model card and the training state)."""
+
+    seed: int = 0
+    batch_size: int = 48
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.05
+    warmup_steps: int = 100
+    decay_fraction: float = 0.2  # the last fifth of the run (in steps, or in time with --max-steps auto) decays
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    self_conditioning_prob: float = 0.5
+    sc_temperature: tuple[float, float] = (0.4, 0.8)
+    rate_power: float = 0.5
+    json_fraction: float = 0.4
+    tokenizer_examples: int = 20_000
+
+
+# -- tokenizer and model ----------------------------------------------------------------------------
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Any:
+    """A byte-level BPE over ``texts`` with Gemma's special tokens at Gemma's ids, as a transformers tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    reserved = [SPECIAL_TOKENS.get(i, f"<unused{i}>") for i in range(RESERVED)]
+    backend = Tokenizer(models.BPE(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=reserved,  # ids 0..RESERVED-1, in this order
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # every byte encodable: no <unk> ever
+        min_frequency=2,
+        show_progress=False,
+    )
+    backend.train_from_iterator(texts, trainer=trainer)
+    for token_id, token in SPECIAL_TOKENS.items():
+        if backend.token_to_id(token) != token_id:
+            raise RuntimeError(f"tokenizer training put {token} at {backend.token_to_id(token)}, not {token_id}")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
+        additional_special_tokens=[t for i, t in enumerate(reserved) if i > 4],
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def tokenizer_corpus(settings: TrainSettings) -> list[str]:
+    """Training texts for the BPE: prompts and answers of the first training examples, plus every
+    fact phrasing of the training split (so rare words still get merges)."""
+    texts = []
+    for example in demo_data.TrainingStream(settings.seed, settings.json_fraction).take(settings.tokenizer_examples):
+        texts.extend((example.prompt, example.answer))
+    texts.extend(prompt for _, prompt in demo_data.short_prompts("train"))
+    return texts
+
+
+def build_config(size: ModelSize) -> Any:
+    """The DiffusionGemma config (the real layout, alternating sliding and full attention layers)."""
+    from diffgemma_engine import tiny_random
+
+    layer_types = ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(size.num_hidden_layers)]
+    overrides = {k: v for k, v in asdict(size).items() if k != "canvas_length"}
+    return tiny_random.build_config(canvas_length=size.canvas_length, layer_types=layer_types, **overrides)
+
+
+def build_generation_config() -> Any:
+    """The real checkpoint's generation config: 48 steps, entropy bound 0.1, EOS [1, 106, 50]."""
+    from diffgemma_engine import tiny_random
+
+    config = tiny_random.build_generation_config()
+    assert tuple(config.eos_token_id) == EOS_TOKEN_IDS
+    return config
+
+
+def build_model(size: ModelSize, seed: int) -> Any:
+    from transformers import DiffusionGemmaForBlockDiffusion
+
+    torch.manual_seed(seed)
+    model = DiffusionGemmaForBlockDiffusion(build_config(size))
+    model.generation_config = build_generation_config()
+    return model
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Unique parameters (tied encoder/decoder/lm_head weights counted once)."""
+    seen: set[int] = set()
+    total = 0
+    for tensor in model.state_dict().values():
+        if tensor.data_ptr() not in seen:
+            seen.add(tensor.data_ptr())
+            total += tensor.numel()
+    return total
+
+
+# -- data -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """An example as token ids: the rendered chat prompt, and the response ending with ``<turn|>``."""
+
+    prompt: tuple[int, ...]
+    response: tuple[int, ...]
+
+
+def encode_example(tokenizer: Any, example: demo_data.Example) -> Encoded:
+    text = tokenizer.apply_chat_template([{"role": "user", "content": example.prompt}], tokenize=False,
+                                         add_generation_prompt=True)  # fmt: skip
+    prompt = tokenizer(text, add_special_tokens=False)["input_ids"]
+    answer = tokenizer(example.answer, add_special_tokens=False)["input_ids"]
+    return Encoded(tuple(prompt), tuple(answer) + (END_OF_TURN_ID,))
+
+
+@dataclass
+class Batch:
+    """A right-padded training batch.
+
+    ``prefix``/``prefix_mask``: ``[B, P]`` (prompt plus the response before the chosen canvas);
+    ``prefix_lengths``: ``[B]``; ``canvas``: ``[B, C]`` clean targets (``<pad>`` after the end of turn);
+    ``content``: ``[B, C]`` true where the target is a response token (up to and including ``<turn|>``).
+    """
+
+    prefix: torch.Tensor
+    prefix_mask: torch.Tensor
+    prefix_lengths: torch.Tensor
+    canvas: torch.Tensor
+    content: torch.Tensor
+
+    @property
+    def tokens(self) -> int:
+        """Tokens the network processes: real prefix tokens plus every canvas position."""
+        return int(self.prefix_lengths.sum()) + self.canvas.numel()
+
+
+def make_batch(examples: Sequence[Encoded], canvas_length: int, rng: random.Random) -> Batch:
+    """Pick one canvas of each example's response (uniformly among its canvases) and pad the batch."""
+    prefixes, canvases, contents = [], [], []
+    for example in examples:
+        blocks = max(1, math.ceil(len(example.response) / canvas_length))
+        block = rng.randrange(blocks)
+        start = block * canvas_length
+        target = list(example.response[start : start + canvas_length])
+        contents.append([True] * len(target) + [False] * (canvas_length - len(target)))
+        canvases.append(target + [PAD_ID] * (canvas_length - len(target)))
+        prefixes.append(list(example.prompt) + list(example.response[:start]))
+    width = max(len(p) for p in prefixes)
+    prefix = torch.full((len(examples), width), PAD_ID, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.bool)
+    for row, ids in enumerate(prefixes):
+        prefix[row, : len(ids)] = torch.tensor(ids)
+        mask[row, : len(ids)] = True
+    return Batch(prefix, mask, mask.sum(dim=1), torch.tensor(canvases), torch.tensor(contents))
+
+
+def corrupt(canvas: torch.Tensor, rates: torch.Tensor, vocab_size: int, generator: torch.Generator) -> torch.Tensor:
+    """Uniform-state corruption: each position becomes a uniformly random token with its row's rate."""
+    replace = torch.rand(canvas.shape, generator=generator) < rates.cpu()[:, None]
+    noise = torch.randint(0, vocab_size, canvas.shape, generator=generator)
+    return torch.where(replace.to(canvas.device), noise.to(canvas.device), canvas)
+
+
+def sample_rates(batch_size: int, power: float, generator: torch.Generator) -> torch.Tensor:
+    """Corruption rates ``u ** power`` (power < 1 leans towards the heavy noise that sampling starts from)."""
+    return torch.rand(batch_size, generator=generator).clamp_min(1e-3) ** power
+
+
+# -- the objective ----------------------------------------------------------------------------------
+
+
+def encode_prefix(model: Any, batch: Batch) -> Any:
+    """Run the causal encoder over the right-padded prefixes; returns the KV cache the decoder reads."""
+    positions = torch.arange(batch.prefix.shape[1], device=batch.prefix.device)[None, :].expand_as(batch.prefix)
+    outputs = model.model.encoder(input_ids=batch.prefix, attention_mask=batch.prefix_mask, position_ids=positions)
+    return outputs.cache
+
+
+def decode_canvas(
+    model: Any,
+    cache: Any,
+    batch: Batch,
+    canvas: torch.Tensor,
+    self_conditioning_logits: torch.Tensor | None = None,
+    self_conditioning_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """One decoder pass over ``canvas`` (positions continue each row's prefix); returns soft-capped fp32 logits."""
+    canvas_length = canvas.shape[1]
+    positions = batch.prefix_lengths[:, None] + torch.arange(canvas_length, device=canvas.device)[None, :]
+    attention_mask = torch.cat([batch.prefix_mask, torch.ones_like(canvas, dtype=torch.bool)], dim=1)
+    outputs = model(
+        cache=cache,
+        decoder_input_ids=canvas,
+        self_conditioning_logits=self_conditioning_logits,
+        self_conditioning_mask=self_conditioning_mask,
+        decoder_attention_mask=attention_mask,
+        decoder_position_ids=positions,
+    )
+    return outputs.logits
+
+
+@dataclass
+class LossParts:
+    loss: torch.Tensor  # mean cross-entropy over every canvas position (what is optimised)
+    content_loss: float  # over response positions only (up to and including <turn|>)
+    self_conditioned: int  # examples that got a self-conditioning signal
+
+
+def diffusion_loss(
+    model: Any,
+    batch: Batch,
+    generator: torch.Generator,
+    *,
+    rates: torch.Tensor | None = None,
+    self_conditioning_prob: float = 0.5,
+    sc_temperature: tuple[float, float] = (0.4, 0.8),
+    rate_power: float = 0.5,
+) -> LossParts:
+    """The block-diffusion loss of one batch, with self-conditioning as the sampler feeds it.
+
+    ``rates`` fixes the corruption rate of each row (evaluation); otherwise they are drawn. All
+    randomness comes from ``generator``."""
+    vocab_size = model.config.text_config.vocab_size
+    size = batch.canvas.shape[0]
+    if rates is None:
+        rates = sample_rates(size, rate_power, generator)
+    noisy = corrupt(batch.canvas, rates, vocab_size, generator)
+    device = batch.canvas.device
+    use_sc = (torch.rand(size, generator=generator) < self_conditioning_prob).to(device)
+    low, high = sc_temperature
+    temperature = (low + (high - low) * torch.rand(size, generator=generator)).to(device)
+    cache = encode_prefix(model, batch)
+    sc_logits = None
+    if bool(use_sc.any()):
+        with torch.no_grad():
+            first = decode_canvas(model, cache, batch, noisy)
+        sc_logits = first / temperature[:, None, None]
+    logits = decode_canvas(model, cache, batch, noisy, sc_logits, use_sc if sc_logits is not None else None)
+    per_position = F.cross_entropy(logits.reshape(-1, vocab_size), batch.canvas.reshape(-1), reduction="none")
+    per_position = per_position.view_as(batch.canvas)
+    content = batch.content
+    content_loss = float(per_position.detach()[content].mean()) if bool(content.any()) else float("nan")
+    return LossParts(per_position.mean(), content_loss, int(use_sc.sum()) if sc_logits is not None else 0)
+
+
+def heldout_loss(model: Any, batches: Sequence[Batch], seed: int, levels: int = 8) -> tuple[float, float]:
+    """Mean denoising loss (all canvas positions, content positions) on fixed held-out batches, at
+    ``levels`` evenly spaced corruption rates in (0, 1], without self-conditioning; deterministic."""
+    generator = torch.Generator().manual_seed(seed)
+    totals, content_totals = [], []
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for level in range(1, levels + 1):
+            for batch in batches:
+                rates = torch.full((batch.canvas.shape[0],), level / levels)
+                parts = diffusion_loss(model, batch, generator, rates=rates, self_conditioning_prob=0.0)
+                totals.append(float(parts.loss))
+                content_totals.append(parts.content_loss)
+    model.train(was_training)
+    return sum(totals) / len(totals), sum(content_totals) / len(content_totals)
+
+
+# -- training ---------------------------------------------------------------------------------------
+
+
+def learning_rate(step: int, total: int | None, decay_steps: int, settings: TrainSettings) -> float:
+    """Warm-up, stable, decay: linear warm-up over ``warmup_steps``, the peak rate until ``total - decay_steps``,
+    then a cosine down to ``min_lr_ratio`` of the peak at ``total``. ``total=None`` (not decided yet) is the
+    stable phase. The schedule depends on nothing but these numbers, so a run is repeatable from them."""
+    if step < settings.warmup_steps:
+        return settings.lr * (step + 1) / settings.warmup_steps
+    if total is None or step < total - decay_steps:
+        return settings.lr
+    progress = min(1.0, (step - (total - decay_steps)) / max(1, decay_steps))
+    return settings.lr * (settings.min_lr_ratio + (1 - settings.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+@dataclass
+class RunState:
+    """Everything a resumed run needs besides the weights and the optimizer."""
+
+    step: int = 0
+    total_steps: int | None = None  # decided at the start with --max-steps N, else when the decay starts
+    decay_steps: int = 0
+    tokens: int = 0
+    elapsed: float = 0.0  # seconds of training so far, across resumes
+    log: list[dict[str, float]] = field(default_factory=list)
+
+
+def make_optimizer(model: torch.nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    seen: set[int] = set()
+    for name, parameter in model.named_parameters():
+        if id(parameter) in seen or not parameter.requires_grad:
+            continue
+        seen.add(id(parameter))
+        (no_decay if parameter.ndim < 2 or "norm" in name or "scale" in name else decay).append(parameter)
+    groups = [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=settings.lr, betas=(0.9, 0.98), eps=1e-8)
+
+
+def train_step(
+    model: Any,
+    optimizer: torch.optim.Optimizer,
+    batch: Batch,
+    generator: torch.Generator,
+    settings: TrainSettings,
+    lr: float,
+) -> LossParts:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    parts = diffusion_loss(
+        model, batch, generator,
+        self_conditioning_prob=settings.self_conditioning_prob,
+        sc_temperature=settings.sc_temperature,
+        rate_power=settings.rate_power,
+    )  # fmt: skip
+    optimizer.zero_grad(set_to_none=True)
+    parts.loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+    optimizer.step()
+    return parts
+
+
+def save_state(path: Path, model: Any, optimizer: torch.optim.Optimizer, run: RunState, stream: demo_data.TrainingStream,
+               batch_rng: random.Random, generator: torch.Generator) -> None:  # fmt: skip
+    """Atomically write the training state (weights, optimizer, RNGs, data position, progress)."""
+    payload = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "run": asdict(run),
+        "stream": stream.getstate(),
+        "batch_rng": batch_rng.getstate(),
+        "generator": generator.get_state(),
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_state(path: Path, model: Any, optimizer: torch.optim.Optimizer, stream: demo_data.TrainingStream,
+               batch_rng: random.Random, generator: torch.Generator) -> RunState:  # fmt: skip
+    payload = torch.load(path, weights_only=False)
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    stream.setstate(payload["stream"])
+    batch_rng.setstate(payload["batch_rng"])
+    generator.set_state(payload["generator"])
+    return RunState(**payload["run"])
+
+
+def export_checkpoint(out: Path, model: Any, tokenizer: Any, card: str) -> None:
+    """Write the loadable checkpoint: config, generation config, safetensors, tokenizer, model card."""
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
+                  "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json"):  # fmt: skip
+        (out / stale).unlink(missing_ok=True)
+    model.eval()
+    model.generation_config = build_generation_config()
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    (out / "README.md").write_text(card, encoding="utf-8")
+
+
+def model_card(size: ModelSize, settings: TrainSettings, run: RunState, parameters: int, heldout: tuple[float, float] | None,
+               command: str) -> str:  # fmt: skip
+    """The checkpoint's README.md; the eval script fills the section between the results markers."""
+    held = "n/a" if heldout is None else f"{heldout[0]:.3f} (all canvas positions), {heldout[1]:.3f} (response positions)"
+    size_rows = "\n".join(f"| `{k}` | {v} |" for k, v in asdict(size).items())
+    setting_rows = "\n".join(f"| `{k}` | {v} |" for k, v in asdict(settings).items())
+    return f"""---
+license: apache-2.0
+library_name: transformers
+pipeline_tag: text-generation
+tags:
+- diffusion-gemma
+- block-diffusion
+- demo
+---
+
+# diffgemma demo model
+
+A **{parameters / 1e6:.1f} M-parameter DiffusionGemma** (`DiffusionGemmaForBlockDiffusion`, transformers ≥ 5.23)
+trained from scratch on a CPU in {run.elapsed / 60:.0f} minutes. It is the default model of `diffgemma-plugins`:
+small enough to ship inside the package and run offline, trained enough to answer the two toy tasks of its
+corpus — and to show what the JSON validator with in-place repair changes. It knows nothing else.
+
+It has the real model's class, layer layout (alternating sliding / full attention, mixture-of-experts
+blocks, a self-conditioning decoder), special-token ids (`<pad>` 0, `<eos>` 1, `<bos>` 2, `<|tool_response>` 50,
+`<|turn>` 105, `<turn|>` 106), chat template and `generation_config.json` format (48 denoising steps,
+entropy bound 0.1, temperature 0.8 → 0.4, EOS ids [1, 106, 50]), with a canvas of {size.canvas_length} tokens.
+
+## Use
+
+```python
+from diffgemma_engine import Engine, SamplingParams
+engine = Engine(model="path/to/this/directory")
+print(engine.generate(messages=[{{"role": "user", "content": "What is three plus four?"}}],
+                      params=SamplingParams(seed=0)).text)
+```
+
+## Corpus
+
+Generated by `scripts/demo_data.py` (our own templated text, Apache-2.0; no external data): short answers
+to simple instructions (arithmetic in words, opposites, plurals, spelling, colours of things, counting,
+"name a …") and JSON person records following a JSON Schema (`{{"name": …, "age": …, "city": …}}`).
+Held-out prompts (new phrasings of trained facts; person names never seen in training) are kept out of
+training and used for evaluation.
+
+## Recipe
+
+Uniform-state block diffusion: a response canvas is corrupted by replacing tokens with uniformly random
+ones at a sampled rate, the prompt (plus earlier canvases) goes through the causal encoder, the loss is
+the cross-entropy of the clean canvas; self-conditioning is trained with a first no-grad pass whose
+temperature-scaled logits are fed back for a random half of the examples. Byte-level BPE tokenizer
+trained with `tokenizers`. Reproduce with:
+
+```bash
+{command}
+```
+
+| Architecture | |
+|---|---|
+{size_rows}
+
+| Training | |
+|---|---|
+{setting_rows}
+| steps | {run.step} |
+| tokens processed | {run.tokens:,} |
+| held-out denoising loss at the end | {held} |
+
+## Measured
+
+{CARD_RESULTS_BEGIN}
+Not measured yet: run `python scripts/eval_demo_model.py --write-results`.
+{CARD_RESULTS_END}
+
+## Limitations
+
+A toy: it answers its corpus's prompt types, in English, and little beyond. Outside them expect short
+made-up answers. Do not use it for anything but demos and tests.
+"""
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Train the small DiffusionGemma demo checkpoint.")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the finished checkpoint goes")
+    parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK_DIR, help="training state (checkpoints)")
+    parser.add_argument("--minutes", type=float, default=55.0, help="wall-clock budget for the whole run")
+    parser.add_argument("--max-steps", default="auto",
+                        help="optimizer steps; 'auto' fits them into --minutes from a timing of the first steps")
+    parser.add_argument("--decay-steps", type=int, default=None,
+                        help="steps of the final learning-rate decay (default: --decay-fraction of --max-steps)")
+    parser.add_argument("--resume", action="store_true", help="continue from --work-dir/state.pt")
+    parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    parser.add_argument("--eval-every", type=int, default=200, help="steps between held-out loss reports")
+    parser.add_argument("--log-every", type=int, default=25)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--device", default="cpu")
+    for name, value in asdict(ModelSize()).items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=value, dest=f"size_{name}")
+    for name in ("seed", "batch_size", "warmup_steps", "tokenizer_examples"):
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(TrainSettings, name))
+    for name in ("lr", "weight_decay", "self_conditioning_prob", "rate_power", "json_fraction", "decay_fraction"):
+        parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(TrainSettings, name))
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    wall_start = time.monotonic()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    size = ModelSize(**{k[len("size_"):]: v for k, v in vars(args).items() if k.startswith("size_")})
+    settings = TrainSettings(
+        seed=args.seed, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
+        weight_decay=args.weight_decay, self_conditioning_prob=args.self_conditioning_prob,
+        rate_power=args.rate_power, json_fraction=args.json_fraction, tokenizer_examples=args.tokenizer_examples,
+        decay_fraction=args.decay_fraction,
+    )  # fmt: skip
+    budget = args.minutes * 60.0
+    device = torch.device(args.device)
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    state_path = args.work_dir / "state.pt"
+
+    # Tokenizer: trained once per run and kept in the work dir, so a resumed run uses the same one.
+    tokenizer_dir = args.work_dir / "tokenizer"
+    if args.resume and tokenizer_dir.is_dir():
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    else:
+        tokenizer = train_tokenizer(tokenizer_corpus(settings), size.vocab_size)
+        tokenizer.save_pretrained(tokenizer_dir)
+    if len(tokenizer) > size.vocab_size:
+        raise SystemExit(f"tokenizer has {len(tokenizer)} tokens, more than --vocab-size {size.vocab_size}")
+
+    model = build_model(size, settings.seed).to(device)
+    model.train()
+    optimizer = make_optimizer(model, settings)
+    stream = demo_data.TrainingStream(settings.seed, settings.json_fraction)
+    batch_rng = random.Random(settings.seed + 1)
+    generator = torch.Generator().manual_seed(settings.seed + 2)
+    run = RunState()
+    if args.resume and state_path.is_file():
+        run = load_state(state_path, model, optimizer, stream, batch_rng, generator)
+        print(f"resumed at step {run.step} ({run.elapsed / 60:.1f} min trained)", flush=True)
+    if args.max_steps != "auto":
+        run.total_steps = int(args.max_steps)
+        run.decay_steps = args.decay_steps if args.decay_steps is not None else round(settings.decay_fraction * run.total_steps)
+
+    heldout_examples = demo_data.heldout_examples(demo_data.SHORT, 64) + demo_data.heldout_examples(demo_data.JSON, 64)
+    encoded_heldout = [encode_example(tokenizer, e) for e in heldout_examples]
+    heldout_batches = [
+        _to_device(make_batch(encoded_heldout[i : i + 32], size.canvas_length, random.Random(i)), device)
+        for i in range(0, len(encoded_heldout), 32)
+    ]
+    parameters = count_parameters(model)
+    print(f"model: {parameters:,} parameters (~{parameters * 4 / 1e6:.1f} MB fp32); tokenizer: {len(tokenizer)} tokens; "
+          f"threads: {torch.get_num_threads()}; budget {args.minutes:g} min", flush=True)  # fmt: skip
+
+    # The budget covers training time across resumed sessions; RESERVE is kept for the final eval and export.
+    session_start, session_first_step = time.monotonic(), run.step
+    trained_before = run.elapsed
+    deadline = wall_start + budget - trained_before - RESERVE_SECONDS
+    decay_at = wall_start + (budget - RESERVE_SECONDS) * (1 - settings.decay_fraction) - trained_before
+    last_checkpoint = time.monotonic()
+    window_start, window_tokens, window_steps = time.monotonic(), 0, 0
+    ema: float | None = None
+    stopped_by_clock = False
+    while True:
+        now = time.monotonic()
+        run.elapsed = trained_before + (now - session_start)
+        if run.total_steps is not None and run.step >= run.total_steps:
+            break
+        if now >= deadline:
+            stopped_by_clock = True
+            print(f"wall-clock budget reached at step {run.step}", flush=True)
+            break
+        if run.total_steps is None and now >= decay_at and run.step > session_first_step:
+            pace = (now - session_start) / (run.step - session_first_step)
+            run.decay_steps = max(1, int((deadline - now) / pace * 0.95))
+            run.total_steps = run.step + run.decay_steps
+            print(f"decay starts: {run.decay_steps} steps to go, {run.total_steps} in all (at {pace:.2f} s/step); "
+                  f"repeat this run with --max-steps {run.total_steps} --decay-steps {run.decay_steps}", flush=True)  # fmt: skip
+        examples = [encode_example(tokenizer, e) for e in stream.take(settings.batch_size)]
+        batch = _to_device(make_batch(examples, size.canvas_length, batch_rng), device)
+        lr = learning_rate(run.step, run.total_steps, run.decay_steps, settings)
+        parts = train_step(model, optimizer, batch, generator, settings, lr)
+        loss = parts.loss.item()
+        if not math.isfinite(loss):
+            raise SystemExit(f"loss became {loss} at step {run.step}")
+        ema = loss if ema is None else 0.98 * ema + 0.02 * loss
+        run.step += 1
+        run.tokens += batch.tokens
+        window_tokens += batch.tokens
+        window_steps += 1
+        if run.step % args.log_every == 0:
+            seconds = time.monotonic() - window_start
+            print(f"step {run.step:6d}  loss {loss:.3f} (ema {ema:.3f}, response {parts.content_loss:.3f})  lr {lr:.2e}  "
+                  f"{window_tokens / seconds:,.0f} tok/s  {60 * window_steps / seconds:.1f} steps/min  "
+                  f"elapsed {(time.monotonic() - wall_start) / 60:.1f} min", flush=True)  # fmt: skip
+            window_start, window_tokens, window_steps = time.monotonic(), 0, 0
+        if run.step % args.eval_every == 0:
+            held, held_content = heldout_loss(model, heldout_batches, seed=settings.seed)
+            run.log.append({"step": run.step, "train_loss_ema": ema, "heldout_loss": held, "heldout_content_loss": held_content})
+            print(f"step {run.step:6d}  held-out denoising loss {held:.3f} (response positions {held_content:.3f})", flush=True)
+        if time.monotonic() - last_checkpoint > args.checkpoint_minutes * 60:
+            run.elapsed = trained_before + (time.monotonic() - session_start)
+            save_state(state_path, model, optimizer, run, stream, batch_rng, generator)
+            last_checkpoint = time.monotonic()
+            print(f"checkpointed training state at step {run.step} to {state_path}", flush=True)
+
+    save_state(state_path, model, optimizer, run, stream, batch_rng, generator)
+    held = heldout_loss(model, heldout_batches, seed=settings.seed)
+    print(f"final held-out denoising loss {held[0]:.3f} (response positions {held[1]:.3f}) after {run.step} steps, "
+          f"{run.tokens:,} tokens, {run.elapsed / 60:.1f} min", flush=True)  # fmt: skip
+    command = (f"python scripts/train_demo_model.py --minutes {args.minutes:g} --max-steps {run.total_steps or run.step} "
+               f"--decay-steps {run.decay_steps} --seed {settings.seed}")  # fmt: skip
+    if stopped_by_clock:
+        command += f"  # stopped by the clock after {run.step} steps"
+    export_checkpoint(args.out, model.to("cpu"), tokenizer, model_card(size, settings, run, parameters, held, command))
+    (args.work_dir / "train_log.json").write_text(json.dumps(run.log, indent=1) + "\n", encoding="utf-8")
+    weights = args.out / "model.safetensors"
+    print(f"wrote {args.out} (model.safetensors {weights.stat().st_size / 1e6:.1f} MB)", flush=True)
+    return 0
+
+
+def _to_device(batch: Batch, device: torch.device) -> Batch:
+    if device.type == "cpu":
+        return batch
+    return Batch(*(getattr(batch, f).to(device) for f in ("prefix", "prefix_mask", "prefix_lengths", "canvas", "content")))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,277 @@
+"""The demo-model pipeline: corpus generator, tokenizer, block-diffusion objective, eval metrics.
+
+Fast (seconds): the models here are a few hundred thousand parameters. The full training run and its
+measured numbers are in docs/demo-model.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import jsonschema
+import pytest
+import torch
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+
+import demo_data  # noqa: E402
+import eval_demo_model as evaluation  # noqa: E402
+import train_demo_model as training  # noqa: E402
+
+TINY = training.ModelSize(
+    vocab_size=512, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=32,
+    global_head_dim=32, intermediate_size=96, num_experts=2, top_k_experts=1, moe_intermediate_size=32,
+    canvas_length=16, sliding_window=128, max_position_embeddings=256,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return training.train_tokenizer(training.tokenizer_corpus(training.TrainSettings(tokenizer_examples=2000)), 512)
+
+
+# -- the corpus -------------------------------------------------------------------------------------
+
+
+def test_training_stream_is_deterministic_and_seed_dependent():
+    first = demo_data.TrainingStream(seed=7).take(300)
+    again = demo_data.TrainingStream(seed=7).take(300)
+    other = demo_data.TrainingStream(seed=8).take(300)
+    assert first == again
+    assert first != other
+    assert demo_data.heldout_examples(demo_data.JSON, 20) == demo_data.heldout_examples(demo_data.JSON, 20)
+
+
+def test_training_stream_resumes_from_saved_state():
+    stream = demo_data.TrainingStream(seed=3)
+    stream.take(50)
+    state = stream.getstate()
+    expected = stream.take(20)
+    resumed = demo_data.TrainingStream(seed=3)
+    resumed.setstate(state)
+    assert resumed.take(20) == expected
+
+
+def test_heldout_prompts_never_occur_in_training():
+    train_space = {prompt for _, prompt in demo_data.short_prompts("train")}
+    heldout_space = {prompt for _, prompt in demo_data.short_prompts("heldout")}
+    assert heldout_space and not train_space & heldout_space
+    sample = demo_data.TrainingStream(seed=0).take(20_000)
+    sampled_prompts = {example.prompt for example in sample}
+    heldout = demo_data.heldout_examples(demo_data.SHORT, 100) + demo_data.heldout_examples(demo_data.JSON, 100)
+    assert not sampled_prompts & {example.prompt for example in heldout}
+    # held-out names appear nowhere in training, prompts or answers
+    held_names = set(demo_data.HELDOUT_NAMES)
+    assert not held_names & set(demo_data.TRAIN_NAMES)
+    for example in sample:
+        assert not held_names & set(demo_data.WORD_PATTERN.findall(example.prompt + " " + example.answer))
+    assert all(example.task == demo_data.JSON for example in heldout[100:])
+    assert all(json.loads(example.answer)["name"] in held_names for example in heldout[100:])
+
+
+def test_every_heldout_short_prompt_asks_a_trained_fact():
+    trained = {(fact.kind, fact.key) for fact, _ in demo_data.short_prompts("train")}
+    for fact, _ in demo_data.short_prompts("heldout"):
+        assert (fact.kind, fact.key) in trained
+
+
+def test_json_answers_follow_the_schema_and_the_prompt():
+    for example in demo_data.TrainingStream(seed=1).take(2000):
+        if example.task != demo_data.JSON:
+            continue
+        record = json.loads(example.answer)
+        jsonschema.validate(record, demo_data.PERSON_SCHEMA)
+        assert record["name"] in example.prompt and str(record["age"]) in example.prompt
+        assert example.answer in example.answers
+
+
+def test_short_answers_are_sentences_of_lexicon_words():
+    lexicon = demo_data.lexicon()
+    for example in demo_data.TrainingStream(seed=2).take(2000):
+        if example.task == demo_data.SHORT:
+            assert example.answer.endswith(".") and example.answer in example.answers
+            assert all(word in lexicon for word in demo_data.words(example.answer))
+
+
+# -- tokenizer and data -----------------------------------------------------------------------------
+
+
+def test_tokenizer_keeps_gemma_special_ids_and_chat_format(tokenizer):
+    for token_id, token in training.SPECIAL_TOKENS.items():
+        assert tokenizer.convert_tokens_to_ids(token) == token_id
+    assert (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.bos_token_id) == (0, 1, 2)
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "Name a fruit."}], tokenize=False,
+                                         add_generation_prompt=True)  # fmt: skip
+    assert text == "<bos><|turn>user\nName a fruit.<turn|>\n<|turn>model\n"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert ids[:2] == [2, 105] and ids.count(105) == 2 and ids.count(106) == 1
+    record = '{"name": "Igor", "age": 35, "city": "Oslo"}'
+    assert tokenizer.decode(tokenizer(record, add_special_tokens=False)["input_ids"]) == record
+
+
+def test_make_batch_places_response_canvas_after_its_prefix(tokenizer):
+    long = training.Encoded(prompt=(2, 105, 7), response=tuple(range(200, 221)) + (training.END_OF_TURN_ID,))
+    short = training.Encoded(prompt=(2, 105, 7, 8, 9), response=(300, training.END_OF_TURN_ID))
+    seen_blocks = set()
+    for seed in range(20):
+        batch = training.make_batch([long, short], canvas_length=8, rng=random.Random(seed))
+        start = int(batch.prefix_lengths[0]) - len(long.prompt)
+        seen_blocks.add(start // 8)
+        assert batch.prefix[0, : batch.prefix_lengths[0]].tolist() == list(long.prompt + long.response[:start])
+        assert batch.canvas[0].tolist()[: len(long.response[start : start + 8])] == list(long.response[start : start + 8])
+        assert batch.canvas[1].tolist() == [300, training.END_OF_TURN_ID] + [training.PAD_ID] * 6
+        assert batch.content[1].tolist() == [True, True] + [False] * 6
+        assert not batch.prefix_mask[1, 5:].any() and batch.prefix_mask[1, :5].all()
+    assert seen_blocks == {0, 1, 2}  # 22 response tokens = three canvases of 8
+
+
+def test_corruption_replaces_tokens_at_the_given_rate():
+    generator = torch.Generator().manual_seed(0)
+    canvas = torch.full((4, 4000), 7)
+    rates = torch.tensor([0.0, 0.25, 0.75, 1.0])
+    noisy = training.corrupt(canvas, rates, vocab_size=1000, generator=generator)
+    changed = (noisy != canvas).float().mean(dim=1)
+    assert changed[0] == 0
+    expected = rates * (1 - 1 / 1000)  # a replacement draws the original token 1 time in 1000
+    assert torch.allclose(changed[1:], expected[1:], atol=0.03)
+    assert noisy[3].unique().numel() > 900  # uniform over the vocabulary, no mask token
+
+
+# -- the objective ----------------------------------------------------------------------------------
+
+
+def _tiny_batch(tokenizer, count: int = 8) -> training.Batch:
+    examples = [training.encode_example(tokenizer, e) for e in demo_data.TrainingStream(seed=5).take(count)]
+    return training.make_batch(examples, TINY.canvas_length, random.Random(0))
+
+
+def test_self_conditioning_is_trained_only_where_the_mask_enables_it(tokenizer):
+    model = training.build_model(TINY, seed=0)
+    batch = _tiny_batch(tokenizer, 4)
+    sc = model.model.decoder.self_conditioning
+    for probability, expect_gradient in ((0.0, False), (1.0, True)):
+        model.zero_grad(set_to_none=False)
+        parts = training.diffusion_loss(model, batch, torch.Generator().manual_seed(0), self_conditioning_prob=probability)
+        parts.loss.backward()
+        gradient = sc.gate_proj.weight.grad.abs().sum().item()
+        assert (gradient > 0) == expect_gradient
+        assert parts.self_conditioned == (4 if expect_gradient else 0)
+
+
+def test_objective_overfits_a_tiny_batch(tokenizer):
+    model = training.build_model(TINY, seed=0)
+    settings = training.TrainSettings(lr=3e-3, warmup_steps=1, batch_size=8)
+    optimizer = training.make_optimizer(model, settings)
+    batch = _tiny_batch(tokenizer)
+    rates = torch.full((8,), 0.7)
+
+    def measured() -> float:
+        with torch.no_grad():
+            return float(training.diffusion_loss(model, batch, torch.Generator().manual_seed(1), rates=rates,
+                                                 self_conditioning_prob=0.0).loss)  # fmt: skip
+
+    before = measured()
+    generator = torch.Generator().manual_seed(2)
+    for step in range(30):
+        training.train_step(model, optimizer, batch, generator, settings, settings.lr)
+    after = measured()
+    assert before > 5.0  # ~log(512) at initialisation
+    assert after < 0.5 * before
+
+
+def test_learning_rate_warms_up_holds_then_decays_to_the_floor():
+    settings = training.TrainSettings(lr=1e-3, warmup_steps=10, min_lr_ratio=0.1)
+    rates = [training.learning_rate(step, 100, 50, settings) for step in range(101)]
+    assert rates[0] < rates[9] == pytest.approx(1e-3)
+    assert rates[10:51] == [pytest.approx(1e-3)] * 41
+    assert all(a > b for a, b in zip(rates[50:], rates[51:]))
+    assert rates[100] == pytest.approx(1e-4)
+    assert training.learning_rate(5000, None, 0, settings) == pytest.approx(1e-3)  # total not decided yet
+
+
+def test_exported_checkpoint_loads_through_its_directory(tmp_path):
+    from diffgemma_engine import Engine, SamplingParams
+
+    out = tmp_path / "demo"
+    size_args = [f"--{k.replace('_', '-')}={v}" for k, v in asdict(TINY).items()]
+    code = training.main([f"--out={out}", f"--work-dir={tmp_path / 'work'}", "--max-steps=2", "--batch-size=4",
+                          "--tokenizer-examples=500", "--eval-every=1000", *size_args])  # fmt: skip
+    assert code == 0
+    assert {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "README.md"} <= {
+        p.name for p in out.iterdir()
+    }
+    generation = json.loads((out / "generation_config.json").read_text())
+    assert generation["eos_token_id"] == [1, 106, 50]
+    assert generation["sampler_config"]["entropy_bound"] == 0.1
+    card = (out / "README.md").read_text()
+    assert evaluation.RESULTS_BEGIN in card and evaluation.RESULTS_END in card
+    engine = Engine(model=str(out))
+    try:
+        assert engine.canvas_length == TINY.canvas_length
+        result = engine.generate(messages=[{"role": "user", "content": "Name a fruit."}],
+                                 params=SamplingParams(seed=0, max_new_tokens=8, max_denoising_steps=2))  # fmt: skip
+        assert result.usage.completion_tokens <= 8
+    finally:
+        engine.shutdown()
+
+
+# -- eval metrics -----------------------------------------------------------------------------------
+
+
+def test_real_word_fraction_counts_words_in_the_lexicon():
+    lexicon = frozenset({"seven", "cold", "name", "age", "city", "paris"})
+    fraction, count = evaluation.real_word_fraction(["Seven.", "Cold blorp", '{"name": "Paris", "age": 3}'], lexicon)
+    assert count == 6 and fraction == pytest.approx(5 / 6)  # seven cold blorp name paris age
+    assert math.isnan(evaluation.real_word_fraction(["42", ""], lexicon)[0])
+    assert {"seven", "paris", "name", "opposite", "beatrice"} <= demo_data.lexicon()
+    assert "blorp" not in demo_data.lexicon()
+
+
+def test_json_validity_and_schema_validity():
+    schema = demo_data.PERSON_SCHEMA
+    good = ' {"name": "Igor", "age": 35, "city": "Oslo"}\n'
+    assert evaluation.is_valid_json(good) and evaluation.is_schema_valid(good, schema)
+    assert evaluation.is_valid_json('{"name": "Igor", "age": 35}')
+    assert not evaluation.is_schema_valid('{"name": "Igor", "age": 35}', schema)  # city missing
+    assert not evaluation.is_schema_valid('{"name": "Igor", "age": 35, "city": "Atlantis"}', schema)  # not in the enum
+    assert not evaluation.is_schema_valid('{"name": "Igor", "age": "35", "city": "Oslo"}', schema)  # age a string
+    assert not evaluation.is_valid_json('{"name": "Igor", "age": 35, "city": "Oslo"')
+    assert not evaluation.is_valid_json("Seven.")
+
+
+def test_exact_answer_compares_text_and_parsed_records():
+    short = demo_data.Example(demo_data.SHORT, "arithmetic", "What is three plus four?", "Seven.", ("Seven.",))
+    assert evaluation.is_exact_answer(short, " seven. ")
+    assert not evaluation.is_exact_answer(short, "Eight.")
+    record = demo_data.person_record("Igor", 35, "Oslo")
+    person = demo_data.Example(demo_data.JSON, "person", "…", record, (record,))
+    assert evaluation.is_exact_answer(person, '{"city":"Oslo","name":"Igor","age":35}')
+    assert not evaluation.is_exact_answer(person, '{"name": "Igor", "age": 36, "city": "Oslo"}')
+    assert not evaluation.is_exact_answer(person, "not json")
+
+
+def test_ended_with_eos_needs_an_eos_token_stop():
+    assert evaluation.ended_with_eos("stop", 106, (1, 106, 50))
+    assert not evaluation.ended_with_eos("stop", "\n\n", (1, 106, 50))  # a stop string
+    assert not evaluation.ended_with_eos("length", None, (1, 106, 50))
+    assert not evaluation.ended_with_eos("validation_failed", 106, (1, 106, 50))
+
+
+def test_unigram_cross_entropy_by_hand():
+    counts = evaluation.unigram_counts([[5, 5, 5], [6]])  # 5: 3, 6: 1; add-one over 4 ids → total 8
+    loss = evaluation.unigram_cross_entropy(counts, [5, 7], vocab_size=4)
+    assert loss == pytest.approx((-math.log(4 / 8) - math.log(1 / 8)) / 2)
+
+
+def test_results_are_written_between_the_markers():
+    text = f"# Card\n\n{evaluation.RESULTS_BEGIN}\nold\n{evaluation.RESULTS_END}\n\nrest\n"
+    updated = evaluation.replace_between_markers(text, "| new | table |\n")
+    assert updated == f"# Card\n\n{evaluation.RESULTS_BEGIN}\n| new | table |\n{evaluation.RESULTS_END}\n\nrest\n"
+    with pytest.raises(ValueError):
+        evaluation.replace_between_markers("no markers", "x")
