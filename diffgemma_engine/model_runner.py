@@ -8,8 +8,9 @@ while the set of rows and their prefixes stay the same.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from transformers import DynamicCache
@@ -24,6 +25,7 @@ class Prefix:
     cache: DynamicCache
     length: int  # tokens encoded so far (prompt + committed canvases)
     version: int = 0  # bumps on every commit; keys the stacked-cache reuse
+    serial: int = field(default_factory=itertools.count().__next__)  # unique per prefix, unlike id()
 
 
 @dataclass(frozen=True)
@@ -109,16 +111,8 @@ class ModelRunner:
     @torch.inference_mode()
     def denoise(self, rows: Sequence[DenoiseRow]) -> torch.Tensor:
         """One decoder forward over every row; returns raw (soft-capped) logits ``[rows, canvas, vocab]``."""
-        cache, masks = self._stacked(rows)
+        cache, masks, positions = self._stacked(rows)
         canvases = torch.stack([row.canvas for row in rows]).to(self.device)
-        positions = torch.stack(
-            [
-                torch.arange(row.prefix.length, row.prefix.length + self.canvas_length, dtype=torch.int32)
-                for row in rows
-            ]
-        ).to(self.device)
-        if len(rows) == 1:
-            positions = positions[:1]
         self_conditioning, self_conditioning_mask = self._self_conditioning(rows)
         outputs = self._decoder(
             decoder_input_ids=canvases,
@@ -145,10 +139,16 @@ class ModelRunner:
                                for row in rows])
         return stacked, torch.tensor(present, dtype=torch.bool, device=self.device)
 
-    def _stacked(self, rows: Sequence[DenoiseRow]) -> tuple[object, dict]:
-        key = tuple((id(row.prefix), row.prefix.version) for row in rows)
+    def _stacked(self, rows: Sequence[DenoiseRow]) -> tuple[object, dict, torch.Tensor]:
+        """The batch's prefix cache, attention masks and canvas positions; rebuilt only when the rows or
+        their prefixes change."""
+        key = tuple((row.prefix.serial, row.prefix.version) for row in rows)
         if key != self._stack_key:
-            self._stack = self._build_stack(rows)
+            positions = torch.stack(
+                [torch.arange(row.prefix.length, row.prefix.length + self.canvas_length, dtype=torch.int32)
+                 for row in rows]
+            ).to(self.device)
+            self._stack = (*self._build_stack(rows), positions)
             self._stack_key = key
         return self._stack
 

@@ -36,10 +36,11 @@ def temperature(schedule: RowSchedule) -> torch.Tensor:
 
 
 def apply_temperature_(logits: torch.Tensor, schedules: Sequence[RowSchedule]) -> torch.Tensor:
-    """Divide each row's logits by its temperature, in place. ``logits``: ``[rows, canvas, vocab]``."""
-    for row, schedule in enumerate(schedules):
-        logits[row].div_(temperature(schedule).to(logits.device))
-    return logits
+    """Divide each row's logits by its temperature, in place. ``logits``: ``[rows, canvas, vocab]``.
+
+    The temperatures are computed on the host and moved in one copy (no device sync)."""
+    temperatures = torch.stack([temperature(schedule) for schedule in schedules]).to(logits.device)
+    return logits.div_(temperatures.view(-1, 1, 1))
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:

@@ -48,3 +48,11 @@ def test_unseeded_requests_report_the_seed_that_reproduces_them(tiny_engine):
     first = tiny_engine.generate("unseeded", SamplingParams(max_new_tokens=24))
     replay = tiny_engine.generate("unseeded", SamplingParams(max_new_tokens=24, seed=first.seed))
     assert replay.token_ids == first.token_ids
+
+
+def test_back_to_back_requests_never_reuse_a_finished_requests_prefix(tiny_engine):
+    """Each request's prefix cache is keyed by a unique serial, not by an address that can be recycled."""
+    params = SamplingParams(max_new_tokens=16, seed=0, max_denoising_steps=3)
+    first = [tiny_engine.generate(prompt, params).token_ids for prompt in ("alpha", "beta", "gamma")]
+    again = [tiny_engine.generate(prompt, params).token_ids for prompt in ("gamma", "alpha", "beta")]
+    assert again == [first[2], first[0], first[1]]
