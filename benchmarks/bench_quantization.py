@@ -6,7 +6,7 @@ Prints two Markdown tables, every mode built from the same seeded fp32 model:
    (expert + linear) weights alone, and the engine's decoder step (``ModelRunner.denoise`` over a
    cached prompt, one row) time relative to fp32 — medians over interleaved rounds, so a busy machine
    slows every mode alike;
-2. output fidelity: mean KL(fp32 || mode) of the decoder's output distribution and the share of
+2. output fidelity: the relative RMS error of the expert + linear weights, mean KL(fp32 || mode) of the decoder's output distribution and the share of
    positions whose argmax agrees, on a fixed prompt and canvas, for a first step (no self-conditioning)
    and a second step (self-conditioned on the fp32 first step's logits). ``bf16 weights`` rounds the
    weights to bf16 and computes in fp32: the floor any 16-bit deployment pays. The weights are random,
@@ -28,24 +28,47 @@ from diffgemma_engine import tiny_random
 from diffgemma_engine.benchmark import SIZES
 from diffgemma_engine.loader import LoadedModel, sampler_defaults
 from diffgemma_engine.model_runner import DenoiseRow, ModelRunner
-from diffgemma_engine.quantization import held_parameter_bytes, quantize_model
+from diffgemma_engine.quantization import (
+    QuantizedLinear,
+    QuantizedTensor,
+    held_parameter_bytes,
+    quantization_targets,
+    quantize_model,
+)
 
 MODES = ("fp32", "bf16 weights", "int8", "int4")
 PROMPT_LENGTH = 96
 
 
-def build(mode: str, config, seed: int = 0) -> tuple[torch.nn.Module, int | None]:
-    """The seeded model in ``mode``; also the bytes of its quantized weights (``None`` for float modes)."""
+def build(mode: str, config, seed: int = 0) -> tuple[torch.nn.Module, int | None, float]:
+    """The seeded model in ``mode``; also the bytes of its quantized weights (``None`` for float modes)
+    and the relative RMS error of the expert + linear weights against the fp32 originals."""
     model = tiny_random.build_model(config, seed=seed)
+    targets = quantization_targets(model, "int8")
+    originals = {t.name: model.get_parameter(t.name).detach().clone() for t in targets}
+    quantized = None
     if mode == "bf16 weights":
         with torch.no_grad():
             for parameter in model.parameters():
                 parameter.copy_(parameter.to(torch.bfloat16).to(torch.float32))
-        return model, None
-    if mode in ("int8", "int4"):
-        report = quantize_model(model, mode)
-        return model, report.target_bytes_after
-    return model, None
+    elif mode in ("int8", "int4"):
+        quantized = quantize_model(model, mode).target_bytes_after
+    error = squares = 0.0
+    for name, original in originals.items():
+        restored = _weight(model, name)
+        error += float(((restored - original) ** 2).sum())
+        squares += float((original**2).sum())
+    return model, quantized, (error / squares) ** 0.5
+
+
+def _weight(model: torch.nn.Module, name: str) -> torch.Tensor:
+    """The weight ``name`` as the forward sees it (dequantized if it was quantized)."""
+    module_name, _, attribute = name.rpartition(".")
+    module = model.get_submodule(module_name)
+    if isinstance(module, QuantizedLinear):
+        return module.qweight.dequantize(dtype=torch.float32)
+    held = getattr(module, attribute)
+    return held.dequantize(dtype=torch.float32) if isinstance(held, QuantizedTensor) else held.detach()
 
 
 def runner_for(model, config) -> ModelRunner:
@@ -75,9 +98,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     target_bytes_fp32 = quantize_model(fp32_targets, "int8").target_bytes_before
     del fp32_targets
 
-    runners, prefixes, held, targets = {}, {}, {}, {}
+    runners, prefixes, held, targets, weight_error = {}, {}, {}, {}, {}
     for mode in MODES:
-        model, quantized = build(mode, config)
+        model, quantized, weight_error[mode] = build(mode, config)
         held[mode] = held_parameter_bytes(model)
         targets[mode] = quantized if quantized is not None else target_bytes_fp32
         runners[mode] = runner_for(model, config)
@@ -106,10 +129,11 @@ def main(argv: Sequence[str] | None = None) -> None:
               f"{target_bytes_fp32 / targets[mode]:.2f}x smaller | {median[mode] * 1000:.0f} ms | "
               f"{median[mode] / median['fp32']:.2f}x |")
 
-    print("\n| mode | mean KL step 1 (nats) | argmax agrees step 1 | mean KL step 2 (nats) | argmax agrees step 2 |")
-    print("|---|---|---|---|---|")
+    print("\n| mode | weight error (relative RMS) | mean KL step 1 (nats) | argmax agrees step 1 "
+          "| mean KL step 2 (nats) | argmax agrees step 2 |")
+    print("|---|---|---|---|---|---|")
     for mode in MODES[1:]:
-        cells = []
+        cells = [f"{weight_error[mode]:.2%}"]
         for logits in (first, second):
             cells += [f"{_kl(logits['fp32'], logits[mode]):.4f}", f"{_agree(logits['fp32'], logits[mode]):.1%}"]
         print(f"| {mode} | " + " | ".join(cells) + " |")

@@ -1,9 +1,9 @@
 """Validation overhead: the same requests with every built-in validator enabled vs none, side by side.
 
-Repairs are switched off for the measurement (``max_repairs=0``, ``max_regenerations=0``,
-``on_exhausted="return_flagged"``): a random-weight model fails several validators, and re-denoising
-would measure repair, not validation. With repairs off, both runs denoise exactly the same canvases, so
-the time difference is the cost of building the block views and running the validators. A
+Repairs are switched off for the measurement with a per-request policy that accepts every block: a
+random-weight model fails several validators, and re-denoising (or stopping at the first failing block)
+would measure something else. So both runs denoise and commit exactly the same canvases, and the time
+difference is the cost of building the block views, running every validator and the policy hook. A
 ``diffgemma_block_validated`` observer collects each validator's time per block.
 
 Usage: ``python benchmarks/bench_validation.py [--size cpu-512] [--requests 6]``.
@@ -18,6 +18,7 @@ from collections import defaultdict
 
 from diffgemma_engine import Engine, SamplingParams
 from diffgemma_engine.benchmark import checkpoint, prompts_for
+from diffgemma_engine.validation import RepairAction, RepairDecision
 from diffgemma_plugins import get_plugin_manager, hookimpl
 
 
@@ -31,6 +32,11 @@ class _Timings:
             self.per_validator[name].append(milliseconds)
 
 
+def accept_every_block(report):
+    """Per-request repair policy: commit the block as it is (flagged), never re-denoise."""
+    return RepairDecision(RepairAction.ACCEPT, reason="benchmark: measure validation only")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", default="cpu-512")
@@ -42,7 +48,7 @@ def main() -> None:
     timings = _Timings()
     manager.register(timings, name="bench-timings")
     engine = Engine(model=checkpoint(args.size), max_running=1)
-    options = {"max_repairs": 0, "max_regenerations": 0, "builtin.regex": {"pattern": r"[\s\S]*"}}
+    options = {"repair_policy": accept_every_block, "builtin.regex": {"pattern": r"[\s\S]*"}}
     prompts = prompts_for(args.requests)
 
     def run(validated: bool) -> float:
@@ -51,7 +57,7 @@ def main() -> None:
             params = SamplingParams(max_new_tokens=args.max_new_tokens, seed=seed, ignore_eos=True)
             if validated:
                 params = SamplingParams(max_new_tokens=args.max_new_tokens, seed=seed, ignore_eos=True,
-                                        validators=names, validator_options=options, on_exhausted="return_flagged")
+                                        validators=names, validator_options=options)
             engine.generate(prompt_token_ids=prompt, params=params)
         return time.perf_counter() - start
 
@@ -64,9 +70,9 @@ def main() -> None:
     engine.shutdown()
     manager.unregister(timings)
     base, with_validation = statistics.median(plain), statistics.median(validated)
-    blocks = len(next(iter(timings.per_validator.values()), []))
+    blocks = len(next(iter(timings.per_validator.values()), [])) // 3
     print(f"{args.requests} requests × {args.max_new_tokens} tokens, {args.size} ({engine.canvas_length}-token "
-          f"canvas), {len(names)} validators, {blocks} validated blocks\n")
+          f"canvas), {len(names)} validators, {blocks} validated blocks per run\n")
     print("| run | median wall time (s) | ratio |")
     print("|---|---|---|")
     print(f"| no validators | {base:.3f} | 1.000 |")

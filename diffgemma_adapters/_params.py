@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 
 from diffgemma_engine import GenerationResult, InvalidRequestError, RequestStream, SamplingParams, get_engine
 
@@ -43,8 +43,8 @@ T_MIN_RATIO = 0.5
 """``t_min = T_MIN_RATIO * temperature`` (the ratio of the checkpoint's default schedule)."""
 
 TOLERATED_OPTIONS = frozenset({"max_retries", "api_key"})
-"""Options of hosted chat APIs that are accepted (so adapters are drop-in replacements) and ignored: an
-in-process engine has nothing to authenticate and nothing to retry."""
+"""Per-call options of hosted chat APIs that are accepted (so adapters are drop-in replacements) and ignored.
+As settings they are fields: used with ``base_url``, ignored in-process (nothing to authenticate or retry)."""
 
 SAMPLING_OPTIONS = (
     "temperature",
@@ -91,6 +91,10 @@ class EngineLike(Protocol):
     ) -> RequestStream: ...
 
 
+# An engine may also have ``for_model(model) -> EngineLike`` (a remote engine does): a per-call ``model=``
+# is then served by that engine's server instead of a process-wide ``get_engine(model)``.
+
+
 class GenerationSettings(BaseModel):
     """The settings every DiffusionGemma adapter shares; each can be overridden per call."""
 
@@ -106,7 +110,22 @@ class GenerationSettings(BaseModel):
 
     engine: Any = Field(default=None, exclude=True)
     """An engine to use instead of resolving ``model`` (for instance one built with a custom
-    ``EngineConfig``). Anything with the :class:`EngineLike` members works."""
+    ``EngineConfig``, or a ``diffgemma_adapters.remote.RemoteEngine``). Anything with the :class:`EngineLike`
+    members works."""
+
+    base_url: str | None = None
+    """An OpenAI-compatible DiffusionGemma server to use instead of an in-process engine, e.g.
+    ``"http://127.0.0.1:8000/v1"`` (``diffgemma serve``, or ``vllm serve`` >= 0.24 for multi-GPU). No model
+    is loaded here: ``model`` is the server's model id (``None``: the first one it lists), requests stream from
+    the server, and validators run client-side, regenerating a failing block by continuation (in-place repair
+    is only available in-process). See ``diffgemma_adapters.remote``."""
+
+    api_key: SecretStr | None = Field(default=None, exclude=True, repr=False)
+    """The bearer key of ``base_url``'s server. Ignored in-process (nothing to authenticate)."""
+
+    max_retries: int | None = Field(default=None, ge=0)
+    """Retries of a failed HTTP call to ``base_url`` (connection errors, 429, 5xx; ``None``: the ``openai``
+    client's default). Ignored in-process (nothing to retry)."""
 
     temperature: float | None = None
     """Sampling temperature, mapped onto the denoising schedule: ``t_max = temperature``,
@@ -165,16 +184,16 @@ class GenerationSettings(BaseModel):
         # (LangChain records package versions there) instead of replacing it.
         super().model_post_init(context)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _drop_tolerated_options(cls, data: Any) -> Any:
-        if isinstance(data, Mapping) and TOLERATED_OPTIONS & set(data):
-            data = {key: value for key, value in data.items() if key not in TOLERATED_OPTIONS}
-        return data
-
     @model_validator(mode="after")
     def _resolve_diffusion_engine(self) -> GenerationSettings:
-        if self.engine is None:
+        if self.engine is not None and self.base_url is not None:
+            raise InvalidRequestError("base_url", "give either engine or base_url, not both")
+        if self.base_url is not None:
+            from .remote import RemoteEngine  # needs the openai client, which in-process use does not
+
+            key = self.api_key.get_secret_value() if self.api_key is not None else None
+            self.engine = RemoteEngine(self.base_url, api_key=key, model=self.model, max_retries=self.max_retries)
+        elif self.engine is None:
             self.engine = get_engine(self.model)
         elif not isinstance(self.engine, EngineLike):
             raise InvalidRequestError("engine", f"must be a diffgemma Engine, got {type(self.engine).__name__}")
@@ -189,7 +208,8 @@ class GenerationSettings(BaseModel):
             return self.engine
         if not isinstance(model, str):
             raise InvalidRequestError("model", f"must be a string, got {type(model).__name__}")
-        return get_engine(model)
+        for_model = getattr(self.engine, "for_model", None)
+        return for_model(model) if for_model is not None else get_engine(model)
 
     def roles_for(self, engine: EngineLike) -> TemplateRoles:
         """What ``engine``'s chat template accepts (probed once per model and adapter)."""

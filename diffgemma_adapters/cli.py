@@ -16,6 +16,7 @@ from diffgemma_engine import (
     __version__,
     get_engine,
 )
+from diffgemma_engine.planner import add_plan_arguments, run_plan_command
 from diffgemma_engine.registry import BUILTIN_MODELS, DEFAULT_MODEL
 
 
@@ -57,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     plugins = commands.add_parser("plugins", help="list installed plugins, their hooks and validators")
     plugins.set_defaults(handler=_plugins)
 
+    plan = commands.add_parser("plan", help="will a checkpoint fit a GPU? weights, KV cache and sampler memory")
+    add_plan_arguments(plan)
+    plan.set_defaults(handler=run_plan_command)
+
     serve = commands.add_parser("serve", help="an OpenAI-compatible HTTP server over the shared engine")
     serve.add_argument("--model", default=DEFAULT_MODEL)
     serve.add_argument("--device", default="auto")
@@ -85,6 +90,8 @@ def _add_request_options(command: argparse.ArgumentParser) -> None:
                          help=f"built-in name ({', '.join(BUILTIN_MODELS)}), checkpoint directory or hub id "
                               f"(default: {DEFAULT_MODEL})")
     command.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    command.add_argument("--quantization", default=None, choices=("int8", "int4"),
+                         help="weight-only quantization of the loaded model")
     command.add_argument("--max-new-tokens", type=int, default=None)
     command.add_argument("--max-denoising-steps", type=int, default=None)
     command.add_argument("--seed", type=int, default=None)
@@ -105,7 +112,7 @@ def _params(args: argparse.Namespace, draft_events: bool = False) -> SamplingPar
 
 
 def _generate(args: argparse.Namespace) -> int:
-    engine = get_engine(args.model, device=args.device)
+    engine = get_engine(args.model, device=args.device, quantization=args.quantization)
     params = _params(args, draft_events=args.show_denoising)
     request = {"prompt": args.prompt} if args.raw else {"messages": [{"role": "user", "content": args.prompt}]}
     view = _DenoisingView(sys.stdout) if args.show_denoising else None
@@ -130,7 +137,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _chat(args: argparse.Namespace) -> int:
-    engine = get_engine(args.model, device=args.device)
+    engine = get_engine(args.model, device=args.device, quantization=args.quantization)
     params = _params(args)
     history: list[dict[str, str]] = []
     if args.system:

@@ -132,6 +132,12 @@ class ChatDiffusionGemma(_LangChainAdapter, BaseChatModel):
             Built-in name, checkpoint directory or hub id; shared through ``get_engine``.
         engine: Engine | None
             An engine to use instead of resolving ``model``.
+        base_url: str | None
+            An OpenAI-compatible DiffusionGemma server (``diffgemma serve``, vLLM >= 0.24) to drive instead of
+            an in-process engine; ``model`` is then its model id. Validators run client-side and regenerate a
+            failing block by continuation (see ``docs/serving.md``).
+        api_key: str | None
+            The server's bearer key (with ``base_url``).
 
     Key init args — generation:
         temperature: float | None
@@ -147,7 +153,8 @@ class ChatDiffusionGemma(_LangChainAdapter, BaseChatModel):
         validators, validator_options, on_validation_failure
             Block validators, their options, and what to do when a block cannot be repaired.
 
-    ``timeout`` cancels slow requests; ``max_retries`` and ``api_key`` are accepted and ignored.
+    ``timeout`` cancels slow requests; ``max_retries`` and ``api_key`` apply to a ``base_url`` server and are
+    accepted and ignored in-process.
 
     Instantiate:
         .. code-block:: python

@@ -80,6 +80,9 @@ class DiffusionGemma(GenerationSettings, CustomLLM):
         model / engine
             Built-in name, checkpoint directory or hub id, resolved through ``get_engine`` (shared with
             every other adapter naming it), or an engine.
+        base_url / api_key
+            An OpenAI-compatible DiffusionGemma server (``diffgemma serve``, vLLM >= 0.24) and its key, to use
+            instead of an in-process engine (``model`` is then its model id; see ``docs/serving.md``).
         temperature, max_tokens, stop, seed
             Standard generation settings (``temperature`` maps onto the denoising schedule).
         max_denoising_steps, entropy_bound, t_min, t_max, stability_threshold, confidence_threshold

@@ -23,6 +23,7 @@ class EngineConfig:
         max_waiting: requests allowed to wait for a slot; beyond it ``EngineOverloadedError``.
         compile: ``torch.compile`` the decoder forward (opt-in).
         validation: build a validator checker for requests that select validators.
+        quantization: weight-only ``"int8"`` or ``"int4"`` (fused MoE experts included), or ``None``.
     """
 
     model: str = DEFAULT_MODEL
@@ -32,6 +33,7 @@ class EngineConfig:
     max_waiting: int = 256
     compile: bool = False
     validation: bool = True
+    quantization: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
@@ -47,6 +49,9 @@ class EngineConfig:
         for name in ("compile", "validation"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidRequestError(name, "must be a bool")
+        from .quantization import validate_mode
+
+        validate_mode(self.quantization)
 
 
 def resolve_device(device: str) -> str:

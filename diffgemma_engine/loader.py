@@ -30,8 +30,9 @@ class LoadedModel:
     context_length: int
 
 
-def load_model(model: str, device: str, dtype: torch.dtype) -> LoadedModel:
-    """Load ``model`` (a built-in name, a checkpoint directory or a hub id) onto ``device``."""
+def load_model(model: str, device: str, dtype: torch.dtype, quantization: str | None = None) -> LoadedModel:
+    """Load ``model`` (a built-in name, a checkpoint directory or a hub id) onto ``device``, optionally with
+    weight-only quantization (see :mod:`diffgemma_engine.quantization`)."""
     ref = resolve_model_ref(model)
     if ref is None:
         raise ModelLoadError(
@@ -42,7 +43,14 @@ def load_model(model: str, device: str, dtype: torch.dtype) -> LoadedModel:
         hf_model, tokenizer = _load_builtin(ref)
     else:
         hf_model, tokenizer = _load_pretrained(ref, dtype)
-    hf_model = hf_model.to(device=device, dtype=dtype).eval()
+    if quantization is None:
+        hf_model = hf_model.to(device=device, dtype=dtype).eval()
+    else:
+        from .quantization import quantize_model
+
+        hf_model = hf_model.to(dtype=dtype).eval()  # still on the host
+        quantize_model(hf_model, quantization, device=device)  # one weight at a time, quantized on the device
+        hf_model = hf_model.to(device=device)  # the floating-point rest
     text_config = hf_model.config.text_config
     return LoadedModel(
         name=model,

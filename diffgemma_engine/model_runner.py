@@ -144,6 +144,7 @@ class ModelRunner:
         their prefixes change."""
         key = tuple((row.prefix.serial, row.prefix.version) for row in rows)
         if key != self._stack_key:
+            self._stack = None  # release the previous batch's stacked KV before building the next one
             positions = torch.stack(
                 [torch.arange(row.prefix.length, row.prefix.length + self.canvas_length, dtype=torch.int32)
                  for row in rows]

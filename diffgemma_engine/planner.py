@@ -59,10 +59,10 @@ HELD_LOGITS_BUFFERS = 2
 """Logits-sized fp32 buffers every running request holds: the step's logits and the previous step's
 logits kept for self-conditioning."""
 
-KV_COPIES_WHEN_BATCHED = 3
+KV_COPIES_WHEN_BATCHED = 2
 """Copies of a running request's KV cache while two or more requests are denoised together: its own
-cache, the padded batch stack the model runner keeps between steps, and the new stack it builds while
-the previous one is still referenced. A lone request reads its own cache directly (1 copy)."""
+cache and the padded batch stack the model runner keeps between steps (the runner drops the old stack
+before building a new one)."""
 
 DEFAULT_CONTEXT = 8192
 REAL_CHECKPOINT = "google/diffusiongemma-26B-A4B-it"
@@ -658,7 +658,7 @@ def render_plan(plan: MemoryPlan) -> str:
             [
                 ("KV cache", _gib(plan.kv.bytes_per_request),
                  f"sliding layers capped at {plan.kv.sliding_window} tokens"),
-                ("KV copies", str(plan.kv_copies), "1 alone; 3 while batched (own + batch stack + rebuild)"),
+                ("KV copies", str(plan.kv_copies), f"1 alone; {KV_COPIES_WHEN_BATCHED} while batched (own + batch stack)"),
                 ("sampler buffers", _gib(plan.sampler.bytes_per_row),
                  f"{plan.sampler.buffers_per_row:.2f} x fp32 [{plan.canvas_length}, {plan.vocab_size:,}] "
                  f"= {_gib(plan.sampler.logits_bytes)} each"),

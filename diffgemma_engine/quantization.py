@@ -281,48 +281,58 @@ def quantize_model(model: nn.Module, mode: str | None, *, device: str | torch.de
         raise QuantizationUnavailableError("this model is already quantized")
     if any(parameter.is_meta for parameter in model.parameters()):
         raise QuantizationUnavailableError("the model has no weights yet (meta device); load it first")
-    targets = list(_target_modules(model))
-    if not targets:
+    # Modules sharing a weight (encoder and decoder) are replaced back to back, so each full-precision
+    # weight is dropped as soon as its last user is replaced: peak memory stays near the model's size.
+    groups: dict[int, list[tuple[str, str]]] = {}
+    for name, module, kind in _target_modules(model):
+        weight = module.gate_up_proj if kind == "experts" else module.weight
+        groups.setdefault(id(weight), []).append((name, kind))
+    if not groups:
         raise ModelLoadError(f"{type(model).__name__} has no linear layers or fused experts to quantize")
 
     held_before = held_parameter_bytes(model)
-    shared: dict[int, QuantizedTensor] = {}
     skipped: list[str] = []
     counts = {"experts": 0, "linear": 0}
     elements = before = after = 0
 
     def convert(weight: torch.Tensor, name: str, kind: str) -> QuantizedTensor | None:
         nonlocal elements, before, after
-        if id(weight) in shared:
-            return shared[id(weight)]
         if not _quantizable_shape(tuple(weight.shape), mode):
             skipped.append(f"{name}: input width {weight.shape[-1]} cannot be split into int4 groups")
             return None
         with torch.no_grad():
             source = weight.detach().to(device) if device is not None else weight.detach()
             quantized = QuantizedTensor.quantize(source, mode)
-        shared[id(weight)] = quantized
         counts[kind] += 1
         elements += weight.numel()
         before += weight.numel() * weight.element_size()
         after += sum(p.numel() * p.element_size() for p in quantized.parameters())
         return quantized
 
-    for name, module, kind in targets:
-        if kind == "experts":
-            gate_up = convert(module.gate_up_proj, f"{name}.gate_up_proj", kind)
-            down = convert(module.down_proj, f"{name}.down_proj", kind)
-            if gate_up is None or down is None:
-                continue
-            _replace_module(model, name, QuantizedExperts(module, gate_up, down))
-        else:
-            weight = convert(module.weight, f"{name}.weight", kind)
-            if weight is None:
-                continue
-            bias = module.bias
-            if bias is not None and device is not None:
-                bias.data = bias.data.to(device)
-            _replace_module(model, name, QuantizedLinear(weight, bias))
+    for users in groups.values():
+        quantized: tuple[QuantizedTensor | None, ...] | None = None
+        for name, kind in users:
+            module = model.get_submodule(name)
+            if kind == "experts":
+                if quantized is None and not _quantizable_shape(tuple(module.down_proj.shape), mode):
+                    skipped.append(f"{name}: input width {module.down_proj.shape[-1]} of down_proj "
+                                   "cannot be split into int4 groups")
+                    quantized = (None, None)
+                if quantized is None:
+                    quantized = (convert(module.gate_up_proj, f"{name}.gate_up_proj", kind),
+                                 convert(module.down_proj, f"{name}.down_proj", kind))
+                gate_up, down = quantized
+                if gate_up is not None and down is not None:
+                    _replace_module(model, name, QuantizedExperts(module, gate_up, down))
+            else:
+                if quantized is None:
+                    quantized = (convert(module.weight, f"{name}.weight", kind),)
+                if quantized[0] is not None:
+                    bias = module.bias
+                    if bias is not None and device is not None:
+                        bias.data = bias.data.to(device)
+                    _replace_module(model, name, QuantizedLinear(quantized[0], bias))
+            del module
 
     return QuantizationReport(
         mode=mode,

@@ -55,7 +55,7 @@ class Engine:
         self.config = config if config is not None else EngineConfig(**settings)
         self.device = resolve_device(self.config.device)
         self.dtype = resolve_dtype(self.config.dtype, self.device)
-        self.loaded = load_model(self.config.model, self.device, self.dtype)
+        self.loaded = load_model(self.config.model, self.device, self.dtype, self.config.quantization)
         self.runner = ModelRunner(self.loaded, compile_decoder=self.config.compile)
         self.core = EngineCore(self.loaded, self.runner, self.config.max_running)
         self._lock = threading.Lock()
@@ -341,7 +341,7 @@ class _EngineRegistry:
 
 
 def _check_compatible(existing: EngineConfig, wanted: EngineConfig) -> None:
-    for name in ("max_running", "max_waiting", "compile", "validation"):
+    for name in ("max_running", "max_waiting", "compile", "validation", "quantization"):
         if getattr(existing, name) != getattr(wanted, name):
             raise InvalidRequestError(
                 name,

@@ -1,8 +1,9 @@
 """Train the small DiffusionGemma demo checkpoint on a CPU, within a wall-clock budget.
 
 The model is ``transformers.DiffusionGemmaForBlockDiffusion`` — the real model's class, layout
-(sliding + full attention, MoE, self-conditioning) and checkpoint format — at ~5.4 M parameters.
-The objective is the uniform-state block-diffusion one the real model is trained with:
+(sliding + full attention, MoE, self-conditioning) and checkpoint format — at ~4.8 M parameters.
+The objective is uniform-state block diffusion, matching how the real model samples (uniform noise, no
+mask token, self-conditioning on temperature-scaled logits):
 
 1. an example is a chat prompt plus its response (the answer, then ``<turn|>``); the response is cut
    into canvases of ``canvas_length`` tokens and one canvas is picked (its *prefix* is the prompt plus
@@ -21,12 +22,16 @@ special tokens at Gemma's ids (``<pad>`` 0, ``<eos>`` 1, ``<bos>`` 2, ``<|tool_r
 ``<|turn>`` 105, ``<turn|>`` 106; ids below 128 are reserved, as in ``tiny-random``), so the EOS list
 [1, 106, 50] and the chat template hold.
 
-Everything is seeded (model init, data order, corruption, self-conditioning choices). Given the same
-``--max-steps`` and thread count, a run is repeatable; ``--max-steps auto`` (the default) picks the
-step count that fits ``--minutes`` from a timing of the first steps and prints it, so the run can be
-repeated exactly with that number. Training state is checkpointed every ``--checkpoint-minutes`` to
-``--work-dir``; ``--resume`` continues from it. The finished checkpoint (config, generation config,
-safetensors, tokenizer, model card) is written to ``--out``.
+Everything is seeded (model init, data order, corruption, self-conditioning choices). The learning rate
+warms up, holds, and decays over the last ``--decay-fraction`` of the run (warm-up/stable/decay). With
+``--max-steps N`` the schedule is fixed in advance and ``--minutes`` is only a safety cap; with
+``--max-steps auto`` (the default) the decay starts when 80 % of the ``--minutes`` budget has passed and
+its length is fitted to the time left, and the script prints the ``--max-steps``/``--decay-steps`` pair
+that repeats the run exactly (same thread count and torch build; give the repeat a generous
+``--minutes`` so the clock does not cut it). Training state is checkpointed every
+``--checkpoint-minutes`` to ``--work-dir``; ``--resume`` continues from it (the budget counts the time
+trained before). The finished checkpoint (config, generation config, safetensors, tokenizer, model card)
+is written to ``--out``.
 
     python scripts/train_demo_model.py --minutes 55          # the full run (see docs/demo-model.md)
 """
@@ -45,8 +50,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-import torch.nn.functional as F
+# On a shared CPU, OpenMP threads that spin while waiting for a core make every step several times slower;
+# passive waiting must be chosen before torch loads OpenMP.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -79,7 +88,7 @@ CARD_RESULTS_END = "<!-- demo-results:end -->"
 
 @dataclass(frozen=True)
 class ModelSize:
-    """The architecture knobs; the defaults give ~4.9 M parameters (~19.3 MB of fp32 safetensors).
+    """The architecture knobs; the defaults give ~4.8 M parameters (~19.2 MB of fp32 safetensors).
 
     ``vocab_size`` is the BPE target and the embedding size: the corpus is small, so the BPE stops near
     1.8 k tokens and the remaining ids stay unused (the sampler still draws noise from all of them)."""
@@ -102,7 +111,7 @@ class ModelSize:
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Optimisation and objective settings (recorded in the model card and the training state)."""
+    """Optimisation and objective settings (recorded in the model card; a resumed run must use the same)."""
 
     seed: int = 0
     batch_size: int = 48
@@ -377,12 +386,12 @@ def learning_rate(step: int, total: int | None, decay_steps: int, settings: Trai
     """Warm-up, stable, decay: linear warm-up over ``warmup_steps``, the peak rate until ``total - decay_steps``,
     then a cosine down to ``min_lr_ratio`` of the peak at ``total``. ``total=None`` (not decided yet) is the
     stable phase. The schedule depends on nothing but these numbers, so a run is repeatable from them."""
-    if step < settings.warmup_steps:
-        return settings.lr * (step + 1) / settings.warmup_steps
+    warm = min(1.0, (step + 1) / settings.warmup_steps)
     if total is None or step < total - decay_steps:
-        return settings.lr
+        return settings.lr * warm
     progress = min(1.0, (step - (total - decay_steps)) / max(1, decay_steps))
-    return settings.lr * (settings.min_lr_ratio + (1 - settings.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+    decay = settings.min_lr_ratio + (1 - settings.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return settings.lr * min(warm, decay)
 
 
 @dataclass
@@ -433,9 +442,10 @@ def train_step(
 
 
 def save_state(path: Path, model: Any, optimizer: torch.optim.Optimizer, run: RunState, stream: demo_data.TrainingStream,
-               batch_rng: random.Random, generator: torch.Generator) -> None:  # fmt: skip
-    """Atomically write the training state (weights, optimizer, RNGs, data position, progress)."""
+               batch_rng: random.Random, generator: torch.Generator, recipe: dict[str, Any]) -> None:  # fmt: skip
+    """Atomically write the training state (weights, optimizer, RNGs, data position, progress, recipe)."""
     payload = {
+        "recipe": recipe,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "run": asdict(run),
@@ -449,8 +459,11 @@ def save_state(path: Path, model: Any, optimizer: torch.optim.Optimizer, run: Ru
 
 
 def load_state(path: Path, model: Any, optimizer: torch.optim.Optimizer, stream: demo_data.TrainingStream,
-               batch_rng: random.Random, generator: torch.Generator) -> RunState:  # fmt: skip
+               batch_rng: random.Random, generator: torch.Generator, recipe: dict[str, Any]) -> RunState:  # fmt: skip
     payload = torch.load(path, weights_only=False)
+    if payload.get("recipe") != recipe:
+        raise SystemExit(f"{path} was written with other settings; resume with the same flags "
+                         f"(saved: {payload.get('recipe')})")  # fmt: skip
     model.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
     stream.setstate(payload["stream"])
@@ -473,7 +486,7 @@ def export_checkpoint(out: Path, model: Any, tokenizer: Any, card: str) -> None:
 
 
 def model_card(size: ModelSize, settings: TrainSettings, run: RunState, parameters: int, heldout: tuple[float, float] | None,
-               command: str) -> str:  # fmt: skip
+               command: str, device_note: str) -> str:  # fmt: skip
     """The checkpoint's README.md; the eval script fills the section between the results markers."""
     held = "n/a" if heldout is None else f"{heldout[0]:.3f} (all canvas positions), {heldout[1]:.3f} (response positions)"
     size_rows = "\n".join(f"| `{k}` | {v} |" for k, v in asdict(size).items())
@@ -491,9 +504,10 @@ tags:
 # diffgemma demo model
 
 A **{parameters / 1e6:.1f} M-parameter DiffusionGemma** (`DiffusionGemmaForBlockDiffusion`, transformers ≥ 5.23)
-trained from scratch on a CPU in {run.elapsed / 60:.0f} minutes. It is the default model of `diffgemma-plugins`:
-small enough to ship inside the package and run offline, trained enough to answer the two toy tasks of its
-corpus — and to show what the JSON validator with in-place repair changes. It knows nothing else.
+trained from scratch in {run.elapsed / 60:.0f} minutes ({device_note}). It is the default model of
+`diffgemma-plugins`: small enough to ship inside the package and run offline, trained on the two toy tasks
+of its corpus (see "Measured" for how well it does them) and used to measure what the JSON validator with
+in-place repair changes. It knows nothing else.
 
 It has the real model's class, layer layout (alternating sliding / full attention, mixture-of-experts
 blocks, a self-conditioning decoder), special-token ids (`<pad>` 0, `<eos>` 1, `<bos>` 2, `<|tool_response>` 50,
@@ -569,7 +583,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--device", default="cpu")
     for name, value in asdict(ModelSize()).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=value, dest=f"size_{name}")
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=value, dest=f"size_{name}", metavar="N")
     for name in ("seed", "batch_size", "warmup_steps", "tokenizer_examples"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(TrainSettings, name))
     for name in ("lr", "weight_decay", "self_conditioning_prob", "rate_power", "json_fraction", "decay_fraction"):
@@ -613,8 +627,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     batch_rng = random.Random(settings.seed + 1)
     generator = torch.Generator().manual_seed(settings.seed + 2)
     run = RunState()
+    recipe = {"size": asdict(size), "settings": asdict(settings)}
     if args.resume and state_path.is_file():
-        run = load_state(state_path, model, optimizer, stream, batch_rng, generator)
+        run = load_state(state_path, model, optimizer, stream, batch_rng, generator, recipe)
         print(f"resumed at step {run.step} ({run.elapsed / 60:.1f} min trained)", flush=True)
     if args.max_steps != "auto":
         run.total_steps = int(args.max_steps)
@@ -678,11 +693,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"step {run.step:6d}  held-out denoising loss {held:.3f} (response positions {held_content:.3f})", flush=True)
         if time.monotonic() - last_checkpoint > args.checkpoint_minutes * 60:
             run.elapsed = trained_before + (time.monotonic() - session_start)
-            save_state(state_path, model, optimizer, run, stream, batch_rng, generator)
+            save_state(state_path, model, optimizer, run, stream, batch_rng, generator, recipe)
             last_checkpoint = time.monotonic()
             print(f"checkpointed training state at step {run.step} to {state_path}", flush=True)
 
-    save_state(state_path, model, optimizer, run, stream, batch_rng, generator)
+    save_state(state_path, model, optimizer, run, stream, batch_rng, generator, recipe)
     held = heldout_loss(model, heldout_batches, seed=settings.seed)
     print(f"final held-out denoising loss {held[0]:.3f} (response positions {held[1]:.3f}) after {run.step} steps, "
           f"{run.tokens:,} tokens, {run.elapsed / 60:.1f} min", flush=True)  # fmt: skip
@@ -690,7 +705,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                f"--decay-steps {run.decay_steps} --seed {settings.seed}")  # fmt: skip
     if stopped_by_clock:
         command += f"  # stopped by the clock after {run.step} steps"
-    export_checkpoint(args.out, model.to("cpu"), tokenizer, model_card(size, settings, run, parameters, held, command))
+    machine = f"{device.type}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    card = model_card(size, settings, run, parameters, held, command, machine)
+    export_checkpoint(args.out, model.to("cpu"), tokenizer, card)
     (args.work_dir / "train_log.json").write_text(json.dumps(run.log, indent=1) + "\n", encoding="utf-8")
     weights = args.out / "model.safetensors"
     print(f"wrote {args.out} (model.safetensors {weights.stat().st_size / 1e6:.1f} MB)", flush=True)

@@ -98,3 +98,10 @@ def test_bench_writes_a_table_section_and_a_plot(tmp_path, capsys):
                  "--markdown", str(markdown), "--plot", ""]) == 0
     text = markdown.read_text()
     assert text.count("<!-- bench:throughput:start -->") == 1 and "| 2 |" not in text
+
+
+def test_plan_for_the_real_checkpoint_dimensions_answers_the_24gb_question(capsys):
+    assert main(["plan", "--quantization", "int4", "--max-batch", "2", "--context", "8192"]) == 0
+    out = capsys.readouterr().out
+    assert "24" in out and "GB" in out
+    assert "int4" in out

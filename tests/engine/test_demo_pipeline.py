@@ -195,23 +195,32 @@ def test_learning_rate_warms_up_holds_then_decays_to_the_floor():
     assert training.learning_rate(5000, None, 0, settings) == pytest.approx(1e-3)  # total not decided yet
 
 
-def test_exported_checkpoint_loads_through_its_directory(tmp_path):
+def _train(tmp_path: Path, name: str, *extra: str, work: str | None = None) -> Path:
+    out = tmp_path / name
+    size_args = [f"--{k.replace('_', '-')}={v}" for k, v in asdict(TINY).items()]
+    code = training.main([f"--out={out}", f"--work-dir={tmp_path / (work or name + '-work')}", "--batch-size=4",
+                          "--tokenizer-examples=500", "--eval-every=1000", "--decay-steps=0", *size_args, *extra])  # fmt: skip
+    assert code == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> Path:
+    return _train(tmp_path_factory.mktemp("demo"), "straight", "--max-steps=2")
+
+
+def test_exported_checkpoint_loads_through_its_directory(exported):
     from diffgemma_engine import Engine, SamplingParams
 
-    out = tmp_path / "demo"
-    size_args = [f"--{k.replace('_', '-')}={v}" for k, v in asdict(TINY).items()]
-    code = training.main([f"--out={out}", f"--work-dir={tmp_path / 'work'}", "--max-steps=2", "--batch-size=4",
-                          "--tokenizer-examples=500", "--eval-every=1000", *size_args])  # fmt: skip
-    assert code == 0
     assert {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "README.md"} <= {
-        p.name for p in out.iterdir()
+        p.name for p in exported.iterdir()
     }
-    generation = json.loads((out / "generation_config.json").read_text())
+    generation = json.loads((exported / "generation_config.json").read_text())
     assert generation["eos_token_id"] == [1, 106, 50]
     assert generation["sampler_config"]["entropy_bound"] == 0.1
-    card = (out / "README.md").read_text()
+    card = (exported / "README.md").read_text()
     assert evaluation.RESULTS_BEGIN in card and evaluation.RESULTS_END in card
-    engine = Engine(model=str(out))
+    engine = Engine(model=str(exported))
     try:
         assert engine.canvas_length == TINY.canvas_length
         result = engine.generate(messages=[{"role": "user", "content": "Name a fruit."}],
@@ -219,6 +228,18 @@ def test_exported_checkpoint_loads_through_its_directory(tmp_path):
         assert result.usage.completion_tokens <= 8
     finally:
         engine.shutdown()
+
+
+def test_interrupted_and_resumed_run_matches_a_straight_run(exported, tmp_path):
+    from safetensors.torch import load_file
+
+    _train(tmp_path, "first-half", "--max-steps=1", work="shared-work")
+    resumed = _train(tmp_path, "resumed", "--max-steps=2", "--resume", work="shared-work")
+    straight, again = load_file(exported / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert straight.keys() == again.keys()
+    assert all(torch.equal(straight[name], again[name]) for name in straight)
+    first = load_file(tmp_path / "first-half" / "model.safetensors")
+    assert not all(torch.equal(first[name], straight[name]) for name in straight)  # the second step did change it
 
 
 # -- eval metrics -----------------------------------------------------------------------------------

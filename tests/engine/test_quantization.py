@@ -122,6 +122,19 @@ def test_memory_ratios_on_expert_and_linear_weights(size):
     assert ratios[torch.float32, "int8"] >= 3.7
 
 
+def test_the_full_precision_weights_are_released():
+    import gc
+    import weakref
+
+    model = tiny_random.build_model()
+    originals = [weakref.ref(model.model.decoder.layers[0].experts.gate_up_proj),
+                 weakref.ref(model.model.decoder.layers[1].self_attn.q_proj.weight),
+                 weakref.ref(model.model.decoder.self_conditioning.up_proj.weight)]
+    report = quantize_model(model, "int4")
+    gc.collect()
+    assert report is not None and all(ref() is None for ref in originals)
+
+
 def test_held_bytes_count_shared_storage_once():
     model = tiny_random.build_model()
     dense = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -306,3 +319,14 @@ def test_int4_skips_a_linear_with_an_odd_input_width_and_says_so():
     assert report.skipped == ("0.weight: input width 7 cannot be split into int4 groups",)
     assert type(model[0]) is nn.Linear and isinstance(model[1], QuantizedLinear)
     assert model(torch.randn(2, 7)).shape == (2, 6)
+
+
+def test_int4_leaves_experts_whole_when_one_of_their_tensors_cannot_be_grouped():
+    model = tiny_random.build_model(tiny_random.build_config(moe_intermediate_size=33), seed=9)
+    report = quantize_model(model, "int4")
+    assert report.expert_tensors == 0 and report.linear_weights > 0
+    assert len(report.skipped) == 2  # one line per layer; encoder and decoder share the experts
+    assert all("width 33 of down_proj cannot be split" in line for line in report.skipped)
+    assert not isinstance(model.model.decoder.layers[0].experts, QuantizedExperts)
+    model.config._experts_implementation = "eager"  # transformers' grouped_mm needs 16-byte aligned widths
+    assert len(generate_tokens(model, seed=0, max_new_tokens=8, steps=2)) == 8
