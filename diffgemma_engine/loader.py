@@ -11,7 +11,7 @@ import torch
 
 from .errors import ModelLoadError
 from .params import SamplerDefaults
-from .registry import BUILTIN_MODELS, ModelRef, ModelSource, TINY_RANDOM, resolve_model_ref
+from .registry import BUILTIN_MODELS, DEMO, DEMO_DIRECTORY, TINY_RANDOM, ModelRef, ModelSource, resolve_model_ref
 
 ARCHITECTURE = "DiffusionGemmaForBlockDiffusion"
 MODEL_TYPE = "diffusion_gemma"
@@ -40,7 +40,7 @@ def load_model(model: str, device: str, dtype: torch.dtype, quantization: str | 
             "an existing checkpoint directory, or a hub id"
         )
     if ref.source is ModelSource.BUILTIN:
-        hf_model, tokenizer = _load_builtin(ref)
+        hf_model, tokenizer = _load_builtin(ref, dtype)
     else:
         hf_model, tokenizer = _load_pretrained(ref, dtype)
     if quantization is None:
@@ -89,11 +89,18 @@ def sampler_defaults(generation_config: Any) -> SamplerDefaults:
     )
 
 
-def _load_builtin(ref: ModelRef) -> tuple[Any, Any]:
+def _load_builtin(ref: ModelRef, dtype: torch.dtype) -> tuple[Any, Any]:
     from . import tiny_random
 
     if ref.location == TINY_RANDOM:
         return tiny_random.build_model(), tiny_random.build_tokenizer()
+    if ref.location == DEMO:
+        if not (DEMO_DIRECTORY / "model.safetensors").is_file():
+            raise ModelLoadError(
+                f"the demo checkpoint is missing from {DEMO_DIRECTORY} (a broken install?); "
+                "use model='tiny-random' or a checkpoint directory"
+            )
+        return _load_pretrained(ModelRef(ModelSource.DIRECTORY, str(DEMO_DIRECTORY)), dtype)
     raise ModelLoadError(f"no loader for built-in model {ref.location!r}")  # registry and loader disagree
 
 

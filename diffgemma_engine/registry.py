@@ -6,12 +6,14 @@ import os
 import re
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 
 TINY_RANDOM = "tiny-random"
 DEMO = "demo"
-BUILTIN_MODELS = (TINY_RANDOM,)
-# The default model until the trained demo checkpoint ships in the package.
-DEFAULT_MODEL = TINY_RANDOM
+BUILTIN_MODELS = (DEMO, TINY_RANDOM)
+DEFAULT_MODEL = DEMO
+DEMO_DIRECTORY = Path(__file__).resolve().parent / "models" / "demo"
+"""The trained demo checkpoint shipped in the package (see docs/demo-model.md)."""
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -36,8 +38,6 @@ class ModelRef:
 
 def resolve_model_ref(model: str) -> ModelRef | None:
     """Classify ``model``; ``None`` means it is neither a built-in, an existing directory nor a hub id."""
-    if model == DEMO:
-        model = DEFAULT_MODEL
     if model in BUILTIN_MODELS:
         return ModelRef(ModelSource.BUILTIN, model)
     expanded = os.path.expanduser(model)

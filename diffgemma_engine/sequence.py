@@ -45,8 +45,11 @@ class Block:
 
     @property
     def schedule(self) -> RowSchedule:
+        """The temperature schedule position. A fresh canvas walks the whole schedule (``max_steps`` is
+        ``max_denoising_steps``); a repair, starting from a mostly clean canvas, walks its last
+        ``max_steps`` steps — the low-temperature end that matches a low-noise state."""
         return RowSchedule(
-            remaining_steps=self.params.max_denoising_steps - self.steps,
+            remaining_steps=self.max_steps - self.steps,
             max_denoising_steps=self.params.max_denoising_steps,
             t_min=self.params.t_min,
             t_max=self.params.t_max,

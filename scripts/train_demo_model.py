@@ -61,25 +61,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import demo_data  # noqa: E402  (a sibling script, imported as a module)
 
+from diffgemma_engine import tiny_random  # noqa: E402
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO_ROOT / "diffgemma_engine" / "models" / "demo"
 DEFAULT_WORK_DIR = REPO_ROOT / "build" / "demo-model-train"
 
-# Gemma's special tokens at Gemma's ids; every other id below RESERVED is an unused placeholder.
-SPECIAL_TOKENS = {0: "<pad>", 1: "<eos>", 2: "<bos>", 3: "<unk>", 4: "<mask>", 50: "<|tool_response>",
-                  105: "<|turn>", 106: "<turn|>"}  # fmt: skip
-RESERVED = 128
+# Gemma's special tokens at Gemma's ids (shared with tiny-random); every other id below RESERVED is unused.
+SPECIAL_TOKENS = tiny_random.SPECIAL_TOKENS
+RESERVED = tiny_random.BYTE_OFFSET
 PAD_ID, EOS_ID, BOS_ID, END_OF_TURN_ID = 0, 1, 2, 106
-EOS_TOKEN_IDS = (1, 106, 50)
-
-CHAT_TEMPLATE = (
-    "{{ bos_token }}"
-    "{% for message in messages %}"
-    "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
-    "<|turn>{{ role }}\n{{ message['content'] | trim }}<turn|>\n"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}<|turn>model\n{% endif %}"
-)
+EOS_TOKEN_IDS = tuple(tiny_random.EOS_TOKEN_IDS)
+CHAT_TEMPLATE = tiny_random.CHAT_TEMPLATE
 
 RESERVE_SECONDS = 60.0  # of the --minutes budget, kept for the final held-out evaluation and the export
 CARD_RESULTS_BEGIN = "<!-- demo-results:begin -->"
@@ -185,11 +178,7 @@ def build_config(size: ModelSize) -> Any:
 
 def build_generation_config() -> Any:
     """The real checkpoint's generation config: 48 steps, entropy bound 0.1, EOS [1, 106, 50]."""
-    from diffgemma_engine import tiny_random
-
-    config = tiny_random.build_generation_config()
-    assert tuple(config.eos_token_id) == EOS_TOKEN_IDS
-    return config
+    return tiny_random.build_generation_config()
 
 
 def build_model(size: ModelSize, seed: int) -> Any:
