@@ -52,3 +52,21 @@ def test_only_safetensors_are_written_and_read(checkpoint_factory):
     files = os.listdir(checkpoint_factory(canvas_length=16))
     assert "model.safetensors" in files
     assert not any(name.endswith(".bin") for name in files)
+
+
+def test_the_shipped_demo_checkpoint_loads_through_its_directory_and_generates():
+    """The embedded default model: a trained checkpoint in the real format, loaded by its directory."""
+    from diffgemma_engine.registry import DEFAULT_MODEL, DEMO, DEMO_DIRECTORY
+
+    assert DEFAULT_MODEL == DEMO
+    config = json.loads((DEMO_DIRECTORY / "generation_config.json").read_text())
+    assert config["eos_token_id"] == [1, 106, 50] and "sampler_config" in config
+    assert (DEMO_DIRECTORY / "model.safetensors").stat().st_size <= 30 * 1024 * 1024
+    with Engine(model=str(DEMO_DIRECTORY)) as engine:
+        result = engine.generate(
+            messages=[{"role": "user", "content": "Make a JSON record for a person named Ada aged 36 who lives in Oslo."}],
+            params=SamplingParams(max_new_tokens=64, seed=0),
+        )
+    # a trained model answers and ends its turn (random weights would run to the length cap)
+    assert result.finish_reason == "stop"
+    assert result.text.strip()
