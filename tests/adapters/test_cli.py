@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -66,16 +67,16 @@ def test_readme_first_command_runs_the_default_model():
     commands = re.findall(r"```bash\n(.*?)\n```", readme, flags=re.S)
     install_and_run, test_command = commands[0], commands[1]
     assert "pip install torch==2.13.0" in install_and_run
-    generate = install_and_run.split("&&")[-1].strip()
-    assert generate.startswith("diffgemma generate ") and "--model" not in generate
+    generate = shlex.split(install_and_run.split("&&")[-1])
+    assert generate[:2] == ["diffgemma", "generate"] and "--model" not in generate
     assert test_command.strip() == "python -m pytest"
     ci = open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8").read()
     assert ci.rstrip().endswith(test_command.strip())
     executable = shutil.which("diffgemma") or os.path.join(os.path.dirname(sys.executable), "diffgemma")
-    prompt = generate[len("diffgemma generate "):].strip().strip('"')
-    completed = subprocess.run([executable, "generate", prompt, "--max-new-tokens", "8", "--stats"],
-                               capture_output=True, text=True, timeout=300)
+    completed = subprocess.run([executable, *generate[1:], "--stats"], capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr
+    assert "[stop]" in completed.stderr  # the trained demo model ends its answer
+    assert '"age": 36' in completed.stdout
     from diffgemma_adapters.cli import _parser
 
     assert _parser().parse_args(["generate", "x"]).model == DEFAULT_MODEL
