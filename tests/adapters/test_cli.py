@@ -40,8 +40,8 @@ def test_generate_is_reproducible_with_a_seed(capsys):
 
 
 def test_stream_and_show_denoising(capsys):
-    assert main(["generate", "hi", "--max-new-tokens", "40", "--seed", "1", "--max-denoising-steps", "3",
-                 "--show-denoising"]) == 0
+    assert main(["generate", "hi", "--model", "tiny-random", "--max-new-tokens", "40", "--seed", "1",
+                 "--max-denoising-steps", "3", "--show-denoising"]) == 0
     out = capsys.readouterr().out
     assert out.count("[block 0 step") == 3
     assert "[block 0 committed after 3 steps]" in out
