@@ -51,6 +51,7 @@ __all__ = [
     "SamplingParams",
     "Severity",
     "UnrepairableBlockError",
+    "Usage",
     "ValidationSummary",
     "ValidatorCrashedError",
     "Violation",

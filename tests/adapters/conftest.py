@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from adapter_support import RecordingEngine, Submitted  # noqa: F401  (re-exported for the fixtures)
 
 from diffgemma_engine import (
     BlockEvent,
@@ -33,58 +33,6 @@ FAST = {"model": "tiny-random", "max_tokens": 24, "max_denoising_steps": 4, "see
 def shared_engine() -> Engine:
     """The process-wide tiny-random engine every ``model="tiny-random"`` adapter resolves to."""
     return get_engine("tiny-random")
-
-
-@dataclass
-class Submitted:
-    """One request an engine saw."""
-
-    prompt: str | None
-    params: SamplingParams
-    messages: list[dict[str, str]] | None
-    handle: RequestStream
-    outstanding_at_submit: int = 0
-
-
-class RecordingEngine:
-    """Passes every request to a real engine and records it (and its handle)."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.inner = engine
-        self.requests: list[Submitted] = []
-        self._lock = threading.Lock()
-
-    def __getattr__(self, name: str) -> Any:  # model_name, tokenizer, config, render_chat, ...
-        return getattr(self.inner, name)
-
-    @property
-    def model_name(self) -> str:
-        return self.inner.model_name
-
-    @property
-    def tokenizer(self) -> Any:
-        return self.inner.tokenizer
-
-    @property
-    def context_length(self) -> int:
-        return self.inner.context_length
-
-    def render_chat(self, messages: list[dict[str, str]]) -> str:
-        return self.inner.render_chat(messages)
-
-    def count_tokens(self, text: str) -> int:
-        return self.inner.count_tokens(text)
-
-    def submit(self, prompt: str | None = None, params: SamplingParams | None = None, **kwargs: Any) -> RequestStream:
-        handle = self.inner.submit(prompt, params, **kwargs)
-        with self._lock:
-            outstanding = sum(not r.handle.done for r in self.requests)
-            self.requests.append(Submitted(prompt, params, kwargs.get("messages"), handle, outstanding))
-        return handle
-
-    @property
-    def max_in_flight(self) -> int:
-        return max((r.outstanding_at_submit + 1 for r in self.requests), default=0)
 
 
 class ScriptedEngine(RecordingEngine):

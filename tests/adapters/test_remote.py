@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import socket
-import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -33,6 +31,7 @@ from diffgemma_adapters.remote import (  # noqa: E402
     map_api_error,
     text_pieces,
 )
+from adapter_support import RecordingEngine, free_port, serving  # noqa: E402
 from diffgemma_adapters.server import create_app  # noqa: E402
 from diffgemma_engine import (  # noqa: E402
     BlockEvent,
@@ -63,67 +62,12 @@ cancelled while it runs."""
 # -- the server ------------------------------------------------------------------------------------------
 
 
-class RecordingEngine:
-    """The shared tiny-random engine, recording what the server submits to it."""
-
-    def __init__(self, engine: Any) -> None:
-        self.inner = engine
-        self.requests: list[dict[str, Any]] = []
-        self.max_in_flight = 0
-        self._lock = threading.Lock()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    @property
-    def model_name(self) -> str:
-        return self.inner.model_name
-
-    @property
-    def tokenizer(self) -> Any:
-        return self.inner.tokenizer
-
-    @property
-    def context_length(self) -> int:
-        return self.inner.context_length
-
-    def render_chat(self, messages: list[dict[str, str]]) -> str:
-        return self.inner.render_chat(messages)
-
-    def count_tokens(self, text: str) -> int:
-        return self.inner.count_tokens(text)
-
-    def submit(self, prompt: str | None = None, params: SamplingParams | None = None, **kwargs: Any) -> Any:
-        handle = self.inner.submit(prompt, params, **kwargs)
-        with self._lock:
-            self.requests.append({"prompt": prompt, "params": params, "messages": kwargs.get("messages"),
-                                  "handle": handle})
-            self.max_in_flight = max(self.max_in_flight, sum(not r["handle"].done for r in self.requests))
-        return handle
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server():
     engine = RecordingEngine(get_engine("tiny-random"))
     app = create_app(engine, api_key=KEY, max_request_bytes=100_000)
-    port = _free_port()
-    instance = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=instance.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not instance.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("server did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/v1", engine, app
-    instance.should_exit = True
-    thread.join(10)
+    with serving(app) as base:
+        yield f"{base}/v1", engine, app
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +78,6 @@ def url(server) -> str:
 @pytest.fixture
 def recorder(server) -> RecordingEngine:
     server[1].requests.clear()
-    server[1].max_in_flight = 0
     return server[1]
 
 
@@ -226,7 +169,7 @@ def test_a_raw_prompt_goes_to_the_completions_endpoint(remote, recorder):
     prompt = "abc"
     direct = get_engine("tiny-random").generate(prompt, PARAMS)
     assert remote.generate(prompt, PARAMS).text == direct.text
-    assert recorder.requests[-1]["prompt"] == prompt and recorder.requests[-1]["messages"] is None
+    assert recorder.requests[-1].prompt == prompt and recorder.requests[-1].messages is None
 
 
 def test_gemma_turns_is_the_checkpoint_template_without_bos(remote):
@@ -352,15 +295,15 @@ def test_a_rejected_block_is_regenerated_by_continuation(remote, reject, recorde
     result = remote.generate(messages=CHAT, params=_validated([(1, 0)]))
     first, continuation = recorder.requests
     # the continuation resends the prompt plus the accepted text, as a completion, with another seed
-    assert continuation["prompt"] == gemma_turns(CHAT) + block_texts[0] and continuation["messages"] is None
-    assert continuation["params"].seed != 3 and continuation["params"].max_new_tokens == 80 - CANVAS
-    expected_tail = get_engine("tiny-random").generate(continuation["prompt"], continuation["params"]).text
+    assert continuation.prompt == gemma_turns(CHAT) + block_texts[0] and continuation.messages is None
+    assert continuation.params.seed != 3 and continuation.params.max_new_tokens == 80 - CANVAS
+    expected_tail = get_engine("tiny-random").generate(continuation.prompt, continuation.params).text
     assert result.text == block_texts[0] + expected_tail and expected_tail != "".join(block_texts[1:])
     assert result.validation.passed and result.stats.repairs == 1
     [retried] = [b for b in result.validation.blocks if b.attempts]
     assert retried.block_index == 1 and retried.passed and retried.attempts[0].violations[0].code == "rejected"
     assert [(v.index, v.attempt) for v in reject.seen][:3] == [(0, 0), (1, 0), (1, 1)]
-    assert first["messages"] == CHAT and first["params"].seed == 3
+    assert first.messages == CHAT and first.params.seed == 3
 
 
 def test_the_abandoned_stream_is_closed_and_the_server_cancels_it(remote, recorder, server):
@@ -371,7 +314,7 @@ def test_the_abandoned_stream_is_closed_and_the_server_cancels_it(remote, record
     assert result.validation.passed and result.stats.repairs == 1
     first, _ = recorder.requests
     with pytest.raises(RequestCancelledError):  # the server stopped generating the rejected stream
-        first["handle"].result(timeout=30)
+        first.handle.result(timeout=30)
     _wait_for(lambda: _cancelled_total(server) > cancelled)
 
 
@@ -441,7 +384,7 @@ def test_a_server_side_400_is_an_invalid_request_error_naming_the_field(remote):
 
 
 def test_an_unreachable_server_is_a_connection_error():
-    with RemoteEngine(f"http://127.0.0.1:{_free_port()}/v1", model="m", max_retries=0) as engine:
+    with RemoteEngine(f"http://127.0.0.1:{free_port()}/v1", model="m", max_retries=0) as engine:
         with pytest.raises(RemoteConnectionError):
             engine.generate("hi", PARAMS)
 
@@ -475,7 +418,7 @@ def test_breaking_out_of_a_stream_closes_the_connection_and_the_server_cancels(o
     _wait_for(lambda: _cancelled_total(server) > cancelled)
     [request] = recorder.requests
     with pytest.raises(RequestCancelledError):
-        request["handle"].result(timeout=30)
+        request.handle.result(timeout=30)
     _wait_for(lambda: not server[1].inner.core.scheduler.running)
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 import time
 
 import pytest
@@ -13,35 +11,19 @@ openai = pytest.importorskip("openai")
 uvicorn = pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
+from adapter_support import serving  # noqa: E402
 from diffgemma_adapters.server import create_app  # noqa: E402
 from diffgemma_engine import Engine, SamplingParams  # noqa: E402
 
 KEY = "test-key"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server():
     engine = Engine(model="tiny-random")
     app = create_app(engine, api_key=KEY, max_request_bytes=20_000)
-    port = _free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    instance = uvicorn.Server(config)
-    thread = threading.Thread(target=instance.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not instance.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("server did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", engine, app
-    instance.should_exit = True
-    thread.join(10)
+    with serving(app) as base:
+        yield base, engine, app
     engine.shutdown()
 
 
