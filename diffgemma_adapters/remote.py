@@ -77,6 +77,7 @@ from diffgemma_engine import (
     UnrepairableBlockError,
     Usage,
 )
+from diffgemma_engine.prompts import check_messages
 from diffgemma_engine.validation import (
     BlockChecker,
     BlockValidation,
@@ -85,7 +86,6 @@ from diffgemma_engine.validation import (
     OnExhausted,
     RepairAction,
     RepairAttempt,
-    RequestInfo,
     Severity,
     ValidationReport,
     ValidationSummary,
@@ -526,7 +526,7 @@ class RemoteEngine:
         if prompt is not None and (not isinstance(prompt, str) or not prompt.strip()):
             raise InvalidRequestError("prompt", "must be a non-empty string")
         if messages is not None:
-            _check_messages(messages)
+            check_messages(messages)
         if params.draft_events:
             raise InvalidRequestError("draft_events", "servers stream committed blocks only, never drafts")
         request_id = request_id or f"remote-{uuid.uuid4().hex}"
@@ -555,15 +555,13 @@ class RemoteEngine:
         self.close()
 
     def _checker_for(self, request_id: str, params: SamplingParams) -> BlockChecker | None:
-        if not params.validators:
-            if params.validator_options:
-                raise InvalidRequestError("validator_options", "given without any validators selected")
+        info = params.validation_request(request_id, self.canvas_length, ())
+        if info is None:
             return None
         if self._checker_factory is None:
             from diffgemma_plugins import make_checker_factory
 
             self._checker_factory = make_checker_factory()
-        info = RequestInfo(request_id, params.validators, params.validator_options, self.canvas_length, ())
         return self._checker_factory(info)
 
     # -- the request driver (runs on the transport's loop) ---------------------------------------------
@@ -612,16 +610,6 @@ class RemoteEngine:
                 if verdict is not _Verdict.CONTINUE:
                     return verdict
         return _Verdict.CONTINUE
-
-
-def _check_messages(messages: object) -> None:
-    if not isinstance(messages, list) or not messages:
-        raise InvalidRequestError("messages", "must be a non-empty list of {'role': ..., 'content': ...} dicts")
-    for index, message in enumerate(messages):
-        if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
-            raise InvalidRequestError(f"messages[{index}]", "must be a dict with a string 'role' and 'content'")
-        if not isinstance(message.get("content"), str):
-            raise InvalidRequestError(f"messages[{index}].content", "must be a string")
 
 
 # -- one request: its blocks, validation and continuations ------------------------------------------------------

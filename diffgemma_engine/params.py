@@ -14,7 +14,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .errors import InvalidRequestError
-from .validation import OnExhausted
+from .validation import OnExhausted, RequestInfo
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,16 @@ class SamplingParams:
             if f.name in _SAMPLER_FIELDS and getattr(self, f.name) is None
         }
         return replace(self, **filled)
+
+    def validation_request(
+        self, request_id: str, canvas_length: int, eos_token_ids: tuple[int, ...]
+    ) -> RequestInfo | None:
+        """What a checker factory needs to build this request's checker; ``None`` when no validator is selected."""
+        if not self.validators:
+            if self.validator_options:
+                raise InvalidRequestError("validator_options", "given without any validators selected")
+            return None
+        return RequestInfo(request_id, self.validators, self.validator_options, canvas_length, eos_token_ids)
 
     def with_overrides(self, overrides: Mapping[str, float]) -> SamplingParams:
         """A copy with some sampler fields replaced (used by regeneration); unknown keys are an error."""

@@ -38,7 +38,7 @@ def prompt_token_ids(
 
 def render_messages(tokenizer: Any, messages: object) -> str:
     """The chat template applied to checked messages, ending with the model's turn opener."""
-    return tokenizer.apply_chat_template(list(_check_messages(messages)), tokenize=False, add_generation_prompt=True)
+    return tokenizer.apply_chat_template(list(check_messages(messages)), tokenize=False, add_generation_prompt=True)
 
 
 def _encode_text(tokenizer: Any, prompt: object) -> tuple[int, ...]:
@@ -58,7 +58,8 @@ def _encode_messages(tokenizer: Any, messages: object) -> tuple[int, ...]:
     return tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def _check_messages(messages: object) -> Sequence[Mapping[str, str]]:
+def check_messages(messages: object) -> Sequence[Mapping[str, str]]:
+    """Chat messages as the chat template takes them, or :class:`InvalidRequestError` naming the bad part."""
     if not isinstance(messages, Sequence) or isinstance(messages, (str, bytes)) or not messages:
         raise InvalidRequestError("messages", "must be a non-empty list of {'role': ..., 'content': ...} dicts")
     for index, message in enumerate(messages):

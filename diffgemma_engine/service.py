@@ -38,7 +38,7 @@ from .prompts import prompt_token_ids, render_messages
 from .registry import DEFAULT_MODEL, resolve_model_ref
 from .sequence import Sequence
 from .stream import RequestStream
-from .validation import CheckerFactory, RequestInfo
+from .validation import CheckerFactory
 
 CHECKER_ENTRY_POINT_GROUP = "diffgemma.checker_factory"
 
@@ -208,21 +208,12 @@ class Engine:
         return sequence, stream
 
     def _checker_for(self, request_id: str, params: SamplingParams):
-        if not params.validators:
-            if params.validator_options:
-                raise InvalidRequestError("validator_options", "given without any validators selected")
+        info = params.validation_request(request_id, self.canvas_length, tuple(self.loaded.defaults.eos_token_ids))
+        if info is None:
             return None
         if not self.config.validation:
             raise InvalidRequestError("validators", "validation is disabled on this engine (EngineConfig.validation)")
-        factory = self._load_checker_factory()
-        info = RequestInfo(
-            request_id=request_id,
-            validators=params.validators,
-            validator_options=params.validator_options,
-            canvas_length=self.canvas_length,
-            eos_token_ids=tuple(self.loaded.defaults.eos_token_ids),
-        )
-        return factory(info)
+        return self._load_checker_factory()(info)
 
     def use_checker_factory(self, factory: CheckerFactory) -> None:
         """Install the factory that builds each request's validator checker (``diffgemma_plugins`` does)."""
