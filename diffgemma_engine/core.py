@@ -81,24 +81,25 @@ class EngineCore:
                 self.fail(sequence, error)
             return
         # 4. sample each row (tensor work only), then one host sync for every row's stop decision
-        pending = []
-        for row, sequence in enumerate(rows):
-            self._guarded(sequence, lambda s, row=row: pending.append((s, self._sample(s, logits[row]))))
+        pending = [(sequence, self._guarded(sequence, self._sample, logits[row])) for row, sequence in enumerate(rows)]
+        pending = [(sequence, flag) for sequence, flag in pending if flag is not None]
         if pending:
             decisions = torch.stack([flag for _, flag in pending]).tolist()
             for (sequence, _), converged in zip(pending, decisions):
-                self._guarded(sequence, lambda s, converged=converged: self._after_step(s, converged))
+                self._guarded(sequence, self._after_step, converged)
         del logits
         # 5. settle finished blocks
         for sequence in rows:
             if sequence.block is not None and sequence.block.done:
                 self._guarded(sequence, self.settler.settle)
 
-    def _guarded(self, sequence: Sequence, action) -> None:
+    def _guarded(self, sequence: Sequence, action, *args):
+        """``action(sequence, *args)``; if it raises, that sequence fails (``None`` is returned) and the rest carry on."""
         try:
-            action(sequence)
+            return action(sequence, *args)
         except Exception as error:
             self.fail(sequence, error)
+            return None
 
     def _prefill(self, sequence: Sequence) -> None:
         sequence.started_at = time.perf_counter()

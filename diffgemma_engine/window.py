@@ -71,13 +71,11 @@ class BlockSettler:
         view = self._view(sequence, candidate)
         report = sequence.checker.check(view)
         if report.passed:
-            sequence.checker.on_commit(view, report)
-            self._commit(sequence, candidate, self._record(sequence, view, report, passed=True))
+            self._commit_checked(sequence, candidate, view, report)
             return
         decision = sequence.checker.decide(view, report, tuple(sequence.block_attempts))
         if decision.action is RepairAction.ACCEPT:
-            sequence.checker.on_commit(view, report)
-            self._commit(sequence, candidate, self._record(sequence, view, report, passed=False))
+            self._commit_checked(sequence, candidate, view, report)
         elif decision.action is RepairAction.REPAIR:
             self._repair(sequence, report, decision.positions, decision.steps)
         elif decision.action is RepairAction.REGENERATE:
@@ -122,11 +120,11 @@ class BlockSettler:
 
     def _give_up(self, sequence: Sequence, candidate: _Candidate, view: BlockView, report: ValidationReport) -> None:
         mode = sequence.params.on_exhausted
-        record = self._record(sequence, view, report, passed=False)
         if mode is OnExhausted.RETURN_FLAGGED:
-            sequence.checker.on_commit(view, report)
-            self._commit(sequence, candidate, record, finish_reason="validation_failed")
-        elif mode is OnExhausted.TRUNCATE:
+            self._commit_checked(sequence, candidate, view, report, finish_reason="validation_failed")
+            return
+        record = self._record(sequence, view, report, passed=False)
+        if mode is OnExhausted.TRUNCATE:
             sequence.validations.append(record)
             self._finish(sequence, "validation_failed", None)
         else:
@@ -145,6 +143,12 @@ class BlockSettler:
             self.core.fail(sequence, error)
 
     # -- commit and finish -------------------------------------------------------------------------
+
+    def _commit_checked(self, sequence: Sequence, candidate: _Candidate, view: BlockView, report: ValidationReport,
+                        finish_reason: str | None = None) -> None:
+        """Commit a checked block: the checker keeps its state, the block's validation is recorded."""
+        sequence.checker.on_commit(view, report)
+        self._commit(sequence, candidate, self._record(sequence, view, report, passed=report.passed), finish_reason)
 
     def _commit(self, sequence: Sequence, candidate: _Candidate, validation: BlockValidation | None,
                 finish_reason: str | None = None) -> None:
