@@ -48,13 +48,10 @@ import concurrent.futures
 import copy
 import enum
 import logging
-import re
 import secrets
-import threading
 import time
 import uuid
-import weakref
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import openai
@@ -63,8 +60,6 @@ from diffgemma_engine import (
     BlockEvent,
     BlockValidationError,
     DiffGemmaError,
-    EngineDeadError,
-    EngineOverloadedError,
     FinalEvent,
     GenerationResult,
     GenerationStats,
@@ -78,6 +73,7 @@ from diffgemma_engine import (
     Usage,
 )
 from diffgemma_engine.prompts import check_messages
+from diffgemma_engine.window import derived_seed
 from diffgemma_engine.validation import (
     BlockChecker,
     BlockValidation,
@@ -120,9 +116,6 @@ MAX_CONTINUATIONS = 32
 PLACEHOLDER_API_KEY = "EMPTY"
 """Sent when no key is given (the ``openai`` client requires one; servers without a key ignore it)."""
 
-METADATA_TIMEOUT = 5.0
-"""Seconds the ``/v1/models`` look-up (model id, context length) may take."""
-
 _FINISH_REASONS = {"stop": "stop", "length": "length", "validation_failed": "validation_failed",
                    "content_filter": "validation_failed"}
 """Server finish reasons as ours (``diffgemma serve`` reports a flagged response as ``content_filter``);
@@ -132,256 +125,17 @@ _SAMPLER_FIELDS = ("max_denoising_steps", "entropy_bound", "t_min", "t_max", "st
                    "confidence_threshold")
 
 
-# -- errors -------------------------------------------------------------------------------------------------
-
-
-class RemoteEngineError(DiffGemmaError):
-    """A remote server failed in a way no other diffgemma error describes. ``status`` is its HTTP status
-    (``None`` when there was no response)."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        self.status = status
-        super().__init__(message)
-
-
-class RemoteConnectionError(RemoteEngineError):
-    """The server could not be reached, timed out, or broke off a stream before the response finished."""
-
-
-class RemoteAuthenticationError(RemoteEngineError):
-    """The server refused the API key (HTTP 401 or 403)."""
-
-
-def map_api_error(error: BaseException) -> DiffGemmaError:
-    """The diffgemma error for an ``openai`` client error.
-
-    400/413/422 -> :class:`InvalidRequestError` naming the server's ``param``; 404 -> ``InvalidRequestError``
-    on ``model``; 401/403 -> :class:`RemoteAuthenticationError`; 408 -> :class:`RequestTimeoutError`;
-    429 -> :class:`EngineOverloadedError`; 503 -> :class:`EngineDeadError`; no response ->
-    :class:`RemoteConnectionError`; an error event inside a stream is mapped by its ``type`` / ``code``.
-    """
-    if isinstance(error, DiffGemmaError):
-        return error
-    if isinstance(error, openai.APIConnectionError):  # includes APITimeoutError
-        return RemoteConnectionError(f"cannot reach the DiffusionGemma server: {error.message}")
-    if isinstance(error, openai.APIStatusError):
-        return _by_status(error.status_code, _message(error), error.param)
-    if isinstance(error, openai.APIError):  # an {"error": ...} event in an SSE stream
-        status = {"invalid_request_error": 400, "authentication_error": 401, "timeout_error": 408,
-                  "rate_limit_error": 429}.get(error.type or "")
-        if error.code == "engine_dead":
-            status = 503
-        return _by_status(status, _message(error), error.param)
-    return RemoteEngineError(f"{type(error).__name__}: {error}")
-
-
-def _by_status(status: int | None, message: str, param: str | None) -> DiffGemmaError:
-    if status in (400, 413, 422):
-        field = param or "request"
-        prefix = f"{field}: "
-        return InvalidRequestError(field, message[len(prefix):] if message.startswith(prefix) else message)
-    if status == 404:
-        return InvalidRequestError("model", message)
-    if status in (401, 403):
-        return RemoteAuthenticationError(f"the server refused the API key: {message}", status)
-    if status == 408:
-        return RequestTimeoutError(message)
-    if status == 429:
-        return EngineOverloadedError(message)
-    if status == 503:
-        return EngineDeadError(message)
-    return RemoteEngineError(f"server error {status}: {message}" if status else message, status)
-
-
-def _message(error: openai.APIError) -> str:
-    body = error.body
-    if isinstance(body, Mapping) and isinstance(body.get("message"), str):
-        return body["message"]
-    return error.message
-
-
-# -- pseudo-tokens and the prompt format -------------------------------------------------------------------
-
-PIECE = re.compile(r"\s{0,32}(?:\w{1,32}|[^\w\s])|\s{1,32}")
-"""One pseudo-token: a word (or a 32-character slice of a longer one) or one punctuation mark, with the
-whitespace before it; whitespace at the end of a text (or over 32 characters of it) is a piece of its own."""
-
-
-def text_pieces(text: str) -> list[str]:
-    """``text`` cut into pseudo-tokens; ``"".join(text_pieces(text)) == text``."""
-    return PIECE.findall(text)
-
-
-def piece_id(piece: str) -> int:
-    """The pseudo-token id of ``piece``: a 0x01 byte and its UTF-8 bytes, read as a big-endian integer."""
-    return int.from_bytes(b"\x01" + piece.encode("utf-8"), "big")
-
-
-def piece_text(token_id: int) -> str:
-    """The piece a pseudo-token id stands for (the inverse of :func:`piece_id`)."""
-    if isinstance(token_id, bool) or not isinstance(token_id, int) or token_id < 256:
-        raise ValueError(f"{token_id!r} is not a pseudo-token id")
-    raw = token_id.to_bytes((token_id.bit_length() + 7) // 8, "big")
-    if raw[0] != 1:
-        raise ValueError(f"{token_id!r} is not a pseudo-token id")
-    return raw[1:].decode("utf-8")
-
-
-def _pieces_with_offsets(text: str) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...]]:
-    ids, offsets, start = [], [], 0
-    for piece in text_pieces(text):
-        ids.append(piece_id(piece))
-        offsets.append((start, start + len(piece)))
-        start += len(piece)
-    return tuple(ids), tuple(offsets)
-
-
-class PieceTokenizer:
-    """A tokenizer stand-in over pseudo-tokens, for when the model's tokenizer is not at hand.
-
-    Has what the adapters call on a tokenizer: ``tokenizer(text, add_special_tokens=False)["input_ids"]``,
-    ``encode``, ``decode``, ``convert_tokens_to_ids``, ``all_special_ids`` and ``unk_token_id``. It knows no
-    special tokens: every text, control-token text included, is plain pieces.
-    """
-
-    all_special_ids: tuple[int, ...] = ()
-    unk_token_id: int | None = None
-
-    def __call__(self, text: str, add_special_tokens: bool = False, **_: Any) -> dict[str, list[int]]:
-        return {"input_ids": self.encode(text)}
-
-    def encode(self, text: str, add_special_tokens: bool = False, **_: Any) -> list[int]:
-        return [piece_id(piece) for piece in text_pieces(text)]
-
-    def decode(self, token_ids: Sequence[int], skip_special_tokens: bool = False, **_: Any) -> str:
-        return "".join(piece_text(token_id) for token_id in token_ids)
-
-    def convert_tokens_to_ids(self, token: str) -> int:
-        return piece_id(token)
-
-
-def gemma_turns(messages: Sequence[Mapping[str, str]]) -> str:
-    """Chat messages in DiffusionGemma's (Gemma 4's) turn format, ending with the model's turn opener.
-
-    ``<|turn>ROLE\\nCONTENT<turn|>\\n`` per message (``assistant`` is written ``model``; content stripped),
-    then ``<|turn>model\\n`` — what the checkpoint's chat template makes of plain-text turns, without the
-    leading ``<bos>``, which servers add to a completion prompt themselves (``diffgemma serve`` adds it when
-    missing, vLLM's tokenizer adds it).
-    """
-    turns = []
-    for message in messages:
-        role = "model" if message["role"] == "assistant" else message["role"]
-        turns.append(f"<|turn>{role}\n{message['content'].strip()}<turn|>\n")
-    return "".join(turns) + "<|turn>model\n"
-
-
-def derived_seed(seed: int, block_index: int, attempt: int) -> int:
-    """The seed of a regeneration: the in-process engine's formula for block ``block_index``, try ``attempt``."""
-    return (seed * 1_000_003 + block_index * 10_007 + attempt * 101) % (2**63)
-
-
-# -- the background event loop -------------------------------------------------------------------------------
-
-
-class _Transport:
-    """One event-loop thread and one ``AsyncOpenAI`` client, shared by an engine and its ``for_model`` siblings."""
-
-    def __init__(self, base_url: str, api_key: str, timeout: float, max_retries: int | None) -> None:
-        self.base_url = base_url
-        self._client_settings: dict[str, Any] = {"base_url": base_url, "api_key": api_key, "timeout": timeout}
-        if max_retries is not None:
-            self._client_settings["max_retries"] = max_retries
-        self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._client: openai.AsyncOpenAI | None = None
-        self._thread: threading.Thread | None = None
-        self._closed = False
-        self._models: list[Any] | None = None
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def in_loop_thread(self) -> bool:
-        return self._thread is not None and threading.current_thread() is self._thread
-
-    def run(self, coroutine: Coroutine[Any, Any, Any]) -> concurrent.futures.Future:
-        """Schedule ``coroutine`` on the loop (started on first use)."""
-        with self._lock:
-            if self._closed:
-                coroutine.close()
-                raise EngineDeadError(f"the remote engine for {self.base_url} was closed")
-            if self._loop is None:
-                self._start()
-            return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
-
-    @property
-    def client(self) -> openai.AsyncOpenAI:
-        """The client; only for coroutines running on the loop."""
-        if self._client is None:
-            self._client = openai.AsyncOpenAI(**self._client_settings)
-        return self._client
-
-    def models(self) -> list[Any]:
-        """The server's ``/v1/models`` entries (fetched once)."""
-        if self._models is None:
-            if self.in_loop_thread():
-                raise RuntimeError("RemoteEngine metadata cannot be fetched from its own event loop")
-            future = self.run(self._list_models())
-            try:
-                self._models = future.result(METADATA_TIMEOUT + 1)
-            except concurrent.futures.TimeoutError:
-                future.cancel()
-                raise RemoteConnectionError(f"{self.base_url}/models did not answer in {METADATA_TIMEOUT} s") from None
-        return self._models
-
-    async def _list_models(self) -> list[Any]:
-        try:
-            page = await self.client.with_options(timeout=METADATA_TIMEOUT, max_retries=0).models.list()
-        except openai.OpenAIError as error:
-            raise map_api_error(error) from error
-        return list(page.data)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            loop, thread = self._loop, self._thread
-        if loop is not None and thread is not None:
-            _stop_loop(loop, thread, self)
-
-    def _start(self) -> None:
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name=f"diffgemma-remote:{self.base_url}", daemon=True)
-        thread.start()
-        self._loop, self._thread = loop, thread
-        weakref.finalize(self, _stop_loop, loop, thread, None)
-
-
-def _stop_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread, transport: _Transport | None) -> None:
-    """Cancel what runs on ``loop``, close the client, stop the loop and join its thread."""
-    if not loop.is_running():
-        return
-
-    async def shut_down() -> None:
-        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if transport is not None and transport._client is not None:
-            await transport._client.close()
-        await loop.shutdown_asyncgens()
-
-    if threading.current_thread() is not thread:
-        try:
-            asyncio.run_coroutine_threadsafe(shut_down(), loop).result(10)
-        except Exception:  # closing is best effort; the loop is stopped regardless
-            logger.debug("remote engine shutdown did not complete cleanly", exc_info=True)
-    loop.call_soon_threadsafe(loop.stop)
-    if threading.current_thread() is not thread:
-        thread.join(10)
-
+from ._remote_transport import _Transport
+from ._remote_wire import (
+    PieceTokenizer,
+    RemoteAuthenticationError,
+    RemoteConnectionError,
+    RemoteEngineError,
+    _pieces_with_offsets,
+    gemma_turns,
+    map_api_error,
+    text_pieces,
+)
 
 # -- the engine ------------------------------------------------------------------------------------------------
 

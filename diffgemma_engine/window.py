@@ -238,8 +238,12 @@ class BlockSettler:
         )
 
 
+def derived_seed(seed: int, block_index: int, attempt: int) -> int:
+    """The seed of a repair or regeneration: different from the failed attempt's, reproducible per request."""
+    return (seed * 1_000_003 + block_index * 10_007 + attempt * 101) % (2**63)
+
+
 def _derived_generator(sequence: Sequence, block_index: int, attempt: int, device: torch.device) -> torch.Generator:
-    seed = (sequence.seed * 1_000_003 + block_index * 10_007 + attempt * 101) % (2**63)
     generator = torch.Generator(device=device)
-    generator.manual_seed(seed)
+    generator.manual_seed(derived_seed(sequence.seed, block_index, attempt))
     return generator
