@@ -16,7 +16,7 @@ from diffgemma_engine import (
     __version__,
     get_engine,
 )
-from diffgemma_engine.planner import add_plan_arguments, run_plan_command
+from diffgemma_engine.plan_report import add_plan_arguments, run_plan_command
 from diffgemma_engine.registry import BUILTIN_MODELS, DEFAULT_MODEL
 
 

@@ -20,20 +20,16 @@ and adds up, for a context length and a number of concurrent requests:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from .errors import DiffGemmaError, InvalidRequestError, ModelLoadError
+from .errors import InvalidRequestError, ModelLoadError
 from .quantization import (
-    QUANTIZATION_MODES,
-    is_fused_experts,
     quantization_targets,
     quantized_nbytes,
     validate_mode,
@@ -112,7 +108,7 @@ third-party copies of its ``config.json`` (see ``docs/consumer-gpus.md``); the p
 give (25,823,778,864) times 2 bytes is within 0.001% of the published bf16 checkpoint size
 (51,647,701,024 bytes)."""
 
-_DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 _WEIGHT_MODES = ("fp32", "bf16", "int8", "int4")
 
 
@@ -331,7 +327,7 @@ def weight_memory(model: torch.nn.Module, mode: str, dtype: str = "bfloat16") ->
     total = _unique_elements(model)
     if mode in ("fp32", "bf16"):
         return WeightMemory(mode, 0, total * (4 if mode == "fp32" else 2))
-    base = _dtype_bytes(dtype)
+    base = dtype_bytes(dtype)
     targets = quantization_targets(model, mode)
     quantized = sum(quantized_nbytes(target.shape, mode, base) for target in targets)
     target_elements = sum(_numel(target.shape) for target in targets)
@@ -395,7 +391,7 @@ def plan_memory(
         card_sizes_gb: card sizes to give a verdict for.
     """
     quantization = validate_mode(quantization)
-    element_bytes = _dtype_bytes(dtype)
+    element_bytes = dtype_bytes(dtype)
     _check_positive_int("max_batch", max_batch)
     if context is not None:
         _check_positive_int("context", context)
@@ -457,7 +453,7 @@ def safe_max_running(plan: MemoryPlan, device_memory_bytes: int) -> int:
     if isinstance(device_memory_bytes, bool) or not isinstance(device_memory_bytes, int) or device_memory_bytes <= 0:
         raise InvalidRequestError("device_memory_bytes", f"must be a positive int, got {device_memory_bytes!r}")
     free = usable_bytes(device_memory_bytes) - plan.weight_bytes
-    if free < _request_bytes(plan, 1):
+    if free < request_bytes(plan, 1):
         return 0
     batched = plan.kv.bytes_per_request * KV_COPIES_WHEN_BATCHED + plan.sampler.bytes_per_row
     return max(1, int(free // batched))
@@ -476,7 +472,7 @@ def _kv_copies(batch: int) -> int:
     return 1 if batch == 1 else KV_COPIES_WHEN_BATCHED
 
 
-def _request_bytes(plan: MemoryPlan, batch: int) -> int:
+def request_bytes(plan: MemoryPlan, batch: int) -> int:
     return batch * (plan.kv.bytes_per_request * _kv_copies(batch) + plan.sampler.bytes_per_row)
 
 
@@ -487,7 +483,7 @@ def _verdict(plan: MemoryPlan, size_gb: float) -> CardVerdict:
         name=f"{size_gb:g} GB",
         memory_bytes=memory,
         usable_bytes=usable,
-        fits=plan.weight_bytes + _request_bytes(plan, plan.max_batch) <= usable,
+        fits=plan.weight_bytes + request_bytes(plan, plan.max_batch) <= usable,
         max_concurrent=safe_max_running(plan, memory),
     )
 
@@ -498,10 +494,10 @@ def _replace_verdicts(plan: MemoryPlan, verdicts: tuple[CardVerdict, ...]) -> Me
     return replace(plan, verdicts=verdicts)
 
 
-def _dtype_bytes(dtype: str) -> int:
-    if dtype not in _DTYPE_BYTES:
-        raise InvalidRequestError("dtype", f"must be one of {tuple(_DTYPE_BYTES)}, got {dtype!r}")
-    return _DTYPE_BYTES[dtype]
+def dtype_bytes(dtype: str) -> int:
+    if dtype not in DTYPE_BYTES:
+        raise InvalidRequestError("dtype", f"must be one of {tuple(DTYPE_BYTES)}, got {dtype!r}")
+    return DTYPE_BYTES[dtype]
 
 
 def _check_positive_int(field: str, value: Any) -> None:
@@ -509,259 +505,9 @@ def _check_positive_int(field: str, value: Any) -> None:
         raise InvalidRequestError(field, f"must be a positive int, got {value!r}")
 
 
-# -- expert offload ---------------------------------------------------------------------------------
-
-class OffloadImpossibleError(ModelLoadError):
-    """Even with every MoE expert in host memory, the rest does not fit the device (or the host)."""
-
-
-@dataclass(frozen=True)
-class OffloadPlan:
-    """Experts in host memory, everything else on one GPU.
-
-    ``device_map`` pairs cover every parameter and buffer exactly once (module names, or parameter
-    names inside a module that mixes both); pass :meth:`as_device_map` to ``from_pretrained``.
-    """
-
-    device_map: tuple[tuple[str, int | str], ...]
-    gpu_weight_bytes: int  # everything but the experts, in the plan's mode
-    cpu_weight_bytes: int  # the experts, in the plan's mode
-    gpu_request_bytes: int  # KV caches and sampler buffers of ``max_batch`` requests
-    gpu_usable_bytes: int
-    max_memory: tuple[tuple[int | str, int], ...]
-
-    def as_device_map(self) -> dict[str, int | str]:
-        return dict(self.device_map)
-
-    def as_max_memory(self) -> dict[int | str, int]:
-        return dict(self.max_memory)
-
-
-def expert_offload_plan(
-    source: Any,
-    device_memory_bytes: int,
-    *,
-    quantization: str | None = None,
-    dtype: str = "bfloat16",
-    context: int | None = None,
-    max_batch: int = 1,
-    device: int = 0,
-    host_memory_bytes: int | None = None,
-) -> OffloadPlan:
-    """A ``device_map`` / ``max_memory`` that keeps the fused experts on the CPU and the rest on GPU ``device``.
-
-    The GPU then holds the non-expert weights, the KV caches and the sampler buffers; the experts
-    (88% of DiffusionGemma) stay in host memory. Raises :class:`OffloadImpossibleError` when the GPU
-    part, or (if ``host_memory_bytes`` is given) the host part, still does not fit.
-    """
-    for field, value in (("device_memory_bytes", device_memory_bytes), ("host_memory_bytes", host_memory_bytes)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-            raise InvalidRequestError(field, f"must be a positive int, got {value!r}")
-    if isinstance(device, bool) or not isinstance(device, int) or device < 0:
-        raise InvalidRequestError("device", f"must be a CUDA device index, got {device!r}")
-    plan = plan_memory(source, quantization=quantization, dtype=dtype, context=context, max_batch=max_batch,
-                       card_sizes_gb=())
-    model = meta_model(load_plan_config(source)[0])
-    expert_bytes = _expert_bytes(model, plan)
-    gpu_weights = plan.weight_bytes - expert_bytes
-    requests = _request_bytes(plan, max_batch)
-    usable = usable_bytes(device_memory_bytes)
-    if gpu_weights + requests > usable:
-        raise OffloadImpossibleError(
-            f"even with the experts in host memory the GPU needs {_gib(gpu_weights)} of weights + "
-            f"{_gib(requests)} for {max_batch} request(s) at context {plan.kv.context:,}, but a "
-            f"{_gib(device_memory_bytes)} device has {_gib(usable)} usable; lower --max-batch or --context, "
-            "or quantize"
-        )
-    if host_memory_bytes is not None and expert_bytes > usable_bytes(host_memory_bytes):
-        raise OffloadImpossibleError(
-            f"the experts need {_gib(expert_bytes)} of host memory; {_gib(host_memory_bytes)} has "
-            f"{_gib(usable_bytes(host_memory_bytes))} usable"
-        )
-    host_budget = expert_bytes + HEADROOM_FIXED_BYTES
-    return OffloadPlan(
-        device_map=tuple(_split_device_map(model, device)),
-        gpu_weight_bytes=gpu_weights,
-        cpu_weight_bytes=expert_bytes,
-        gpu_request_bytes=requests,
-        gpu_usable_bytes=usable,
-        max_memory=((device, usable - requests), ("cpu", host_budget)),
-    )
-
-
-def _expert_bytes(model: torch.nn.Module, plan: MemoryPlan) -> int:
-    base = _dtype_bytes(plan.dtype)
-    total = 0
-    seen: set[int] = set()
-    for module in model.modules():
-        if is_fused_experts(module):
-            for weight in (module.gate_up_proj, module.down_proj):
-                if id(weight) in seen:
-                    continue
-                seen.add(id(weight))
-                shape = tuple(weight.shape)
-                total += (quantized_nbytes(shape, plan.quantization, base) if plan.quantization
-                          else weight.numel() * base)
-    return total
-
-
-def _split_device_map(model: torch.nn.Module, device: int) -> list[tuple[str, int | str]]:
-    """Walk the module tree: an experts module goes to "cpu", a subtree without experts to ``device``,
-    and a mixed module is split into its children and its own parameters/buffers."""
-    entries: list[tuple[str, int | str]] = []
-
-    def walk(prefix: str, module: torch.nn.Module) -> None:
-        if is_fused_experts(module):
-            entries.append((prefix, "cpu"))
-            return
-        if not any(is_fused_experts(child) for child in module.modules()):
-            entries.append((prefix, device))
-            return
-        for name, _ in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
-            entries.append((f"{prefix}.{name}" if prefix else name, device))
-        for name, child in module.named_children():
-            walk(f"{prefix}.{name}" if prefix else name, child)
-
-    walk("", model)
-    return entries
-
-
-# -- rendering --------------------------------------------------------------------------------------
-
-def render_plan(plan: MemoryPlan) -> str:
-    """The plan as a readable text report with tables."""
-    params = plan.parameters
-    lines = [
-        f"DiffusionGemma memory plan: {plan.source}",
-        f"model: hidden {plan.hidden_size}, {plan.num_layers} layers ({plan.kv.sliding_layers} sliding "
-        f"[window {plan.kv.sliding_window}] / {plan.kv.full_layers} full), {plan.num_experts} experts "
-        f"top-{plan.top_k_experts}, vocab {plan.vocab_size:,}, canvas {plan.canvas_length}",
-        "",
-        _table(
-            ("parameters", "count", "share"),
-            [(name, _count(value), f"{100 * value / params.total:.1f}%")
-             for name, value in (("experts (fused 3-D)", params.experts), ("other linear", params.linear),
-                                 ("embeddings (tied)", params.embeddings), ("norms and scales", params.norms),
-                                 ("vision tower", params.vision), ("total", params.total))],
-        ),
-        "",
-        _table(
-            ("weights", "quantized", "floating", "total"),
-            [(_mode_label(option.mode, plan.dtype), _gib(option.quantized_bytes), _gib(option.floating_bytes),
-              _gib(option.total_bytes)) for option in plan.weight_options],
-        ),
-        "",
-        f"per request at context {plan.kv.context:,} ({plan.dtype} KV cache, "
-        f"{_gib(plan.kv.bytes_per_token)}/token before the window cap):",
-        _table(
-            ("item", "bytes", "how"),
-            [
-                ("KV cache", _gib(plan.kv.bytes_per_request),
-                 f"sliding layers capped at {plan.kv.sliding_window} tokens"),
-                ("KV copies", str(plan.kv_copies), f"1 alone; {KV_COPIES_WHEN_BATCHED} while batched (own + batch stack)"),
-                ("sampler buffers", _gib(plan.sampler.bytes_per_row),
-                 f"{plan.sampler.buffers_per_row:.2f} x fp32 [{plan.canvas_length}, {plan.vocab_size:,}] "
-                 f"= {_gib(plan.sampler.logits_bytes)} each"),
-                ("per request", _gib(plan.per_request_bytes), "KV x copies + sampler"),
-            ],
-            left=(0, 2),
-        ),
-        "",
-        f"total for --max-batch {plan.max_batch} with {plan.weight_mode} weights: {_gib(plan.total_bytes)}"
-        f"; needs a card of at least {_gib(plan.required_bytes)} "
-        f"(headroom {HEADROOM_FRACTION:.0%} + {HEADROOM_FIXED_BYTES / GIB:g} GiB)",
-        "",
-        _table(
-            ("card", "usable", f"fits --max-batch {plan.max_batch}", "max concurrent"),
-            [(v.name, _gib(v.usable_bytes), "yes" if v.fits else "no", str(v.max_concurrent))
-             for v in plan.verdicts],
-        ),
-    ]
-    return "\n".join(lines)
-
-
-def _mode_label(mode: str, dtype: str) -> str:
-    if mode in ("int8", "int4"):
-        short = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}[dtype]
-        return f"{mode} (+{short} scales)"
-    return mode
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], left: Sequence[int] = (0,)) -> str:
-    """Columns padded to width; columns in ``left`` are left-aligned, the others right-aligned."""
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(str(cell).ljust(width) if index in left else str(cell).rjust(width)
-                         for index, (cell, width) in enumerate(zip(cells, widths))).rstrip()
-
-    return "\n".join([line(header), line(["-" * width for width in widths])] + [line(row) for row in rows])
-
-
-def _gib(value: int) -> str:
+def format_bytes(value: int) -> str:
     """A byte count in GiB, or in MiB / KiB / bytes when smaller."""
     for unit, size in (("GiB", GIB), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if value >= size:
             return f"{value / size:.2f} {unit}"
     return f"{value} B"
-
-
-def _count(value: int) -> str:
-    if value >= 1e9:
-        return f"{value / 1e9:.2f} B"
-    if value >= 1e6:
-        return f"{value / 1e6:.2f} M"
-    return f"{value:,}"
-
-
-# -- command line -----------------------------------------------------------------------------------
-
-def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``plan`` command's options to ``parser``."""
-    parser.add_argument("--model", default=REAL_CHECKPOINT,
-                        help=f"checkpoint directory, config.json path, hub id or tiny-random "
-                             f"(default: {REAL_CHECKPOINT}, whose dimensions ship with diffgemma)")
-    parser.add_argument("--quantization", default="none", choices=("none",) + QUANTIZATION_MODES,
-                        help="weight-only quantization to plan for")
-    parser.add_argument("--dtype", default="bfloat16", choices=tuple(_DTYPE_BYTES),
-                        help="compute dtype (unquantized weights, scales, KV cache)")
-    parser.add_argument("--max-batch", type=int, default=1, help="requests denoised together")
-    parser.add_argument("--context", type=int, default=None,
-                        help=f"tokens each request keeps in its KV cache, prompt + output (default: "
-                             f"{DEFAULT_CONTEXT} or the model's window if shorter)")
-    parser.add_argument("--cards", default=",".join(str(size) for size in CARD_SIZES_GB),
-                        help="comma-separated card sizes in GB")
-    parser.add_argument("--json", action="store_true", help="print the plan as JSON")
-
-
-def run_plan_command(args: argparse.Namespace) -> int:
-    """Handle a parsed ``plan`` command: print the plan; returns the exit status."""
-    try:
-        cards = tuple(float(size) for size in str(args.cards).split(",") if size.strip())
-    except ValueError as error:
-        raise InvalidRequestError("cards", f"must be comma-separated numbers: {error}") from error
-    plan = plan_memory(
-        args.model,
-        quantization=None if args.quantization == "none" else args.quantization,
-        dtype=args.dtype,
-        context=args.context,
-        max_batch=args.max_batch,
-        card_sizes_gb=cards,
-    )
-    print(json.dumps(asdict(plan), indent=2) if args.json else render_plan(plan))
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m diffgemma_engine.planner``: the ``plan`` command on its own."""
-    parser = argparse.ArgumentParser(prog="diffgemma plan", description="Plan DiffusionGemma's GPU memory.")
-    add_plan_arguments(parser)
-    try:
-        return run_plan_command(parser.parse_args(argv))
-    except DiffGemmaError as error:
-        print(f"diffgemma plan: error: {error}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

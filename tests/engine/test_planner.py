@@ -21,19 +21,17 @@ from diffgemma_engine.planner import (
     REAL_CHECKPOINT,
     REAL_CHECKPOINT_CONFIG,
     SAMPLER_EXTRA_LOGITS_BUFFERS,
-    OffloadImpossibleError,
     count_parameters,
-    expert_offload_plan,
     kv_cache_size,
     load_plan_config,
-    main,
     meta_model,
     plan_memory,
-    render_plan,
     safe_max_running,
     usable_bytes,
     weight_memory,
 )
+from diffgemma_engine.offload import OffloadImpossibleError, expert_offload_plan
+from diffgemma_engine.plan_report import main, render_plan
 from diffgemma_engine.quantization import held_parameter_bytes, quantize_model
 
 PUBLISHED_BF16_CHECKPOINT_BYTES = 51_647_701_024  # the published safetensors' total size
