@@ -6,6 +6,7 @@ import argparse
 import shutil
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from diffgemma_engine import (
     BlockEvent,
@@ -63,8 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     plan.set_defaults(handler=run_plan_command)
 
     serve = commands.add_parser("serve", help="an OpenAI-compatible HTTP server over the shared engine")
-    serve.add_argument("--model", default=DEFAULT_MODEL)
-    serve.add_argument("--device", default="auto")
+    _add_engine_options(serve)
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1/ routes")
@@ -85,13 +85,26 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_request_options(command: argparse.ArgumentParser) -> None:
+def _add_engine_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--model", default=DEFAULT_MODEL,
                          help=f"built-in name ({', '.join(BUILTIN_MODELS)}), checkpoint directory or hub id "
                               f"(default: {DEFAULT_MODEL})")
     command.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     command.add_argument("--quantization", default=None, choices=("int8", "int4"),
                          help="weight-only quantization of the loaded model")
+    command.add_argument("--offload", default=None, choices=("experts",),
+                         help="keep the MoE experts in host memory and stream them to the GPU (cuda only)")
+    command.add_argument("--max-running", type=int, default=None,
+                         help="sequences denoised together (default: what fits the device, see `diffgemma plan`)")
+
+
+def _engine_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {"device": args.device, "quantization": args.quantization, "offload": args.offload,
+            "max_running": args.max_running}
+
+
+def _add_request_options(command: argparse.ArgumentParser) -> None:
+    _add_engine_options(command)
     command.add_argument("--max-new-tokens", type=int, default=None)
     command.add_argument("--max-denoising-steps", type=int, default=None)
     command.add_argument("--seed", type=int, default=None)
@@ -112,7 +125,7 @@ def _params(args: argparse.Namespace, draft_events: bool = False) -> SamplingPar
 
 
 def _generate(args: argparse.Namespace) -> int:
-    engine = get_engine(args.model, device=args.device, quantization=args.quantization)
+    engine = get_engine(args.model, **_engine_settings(args))
     params = _params(args, draft_events=args.show_denoising)
     request = {"prompt": args.prompt} if args.raw else {"messages": [{"role": "user", "content": args.prompt}]}
     view = _DenoisingView(sys.stdout) if args.show_denoising else None
@@ -137,7 +150,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _chat(args: argparse.Namespace) -> int:
-    engine = get_engine(args.model, device=args.device, quantization=args.quantization)
+    engine = get_engine(args.model, **_engine_settings(args))
     params = _params(args)
     history: list[dict[str, str]] = []
     if args.system:
@@ -193,7 +206,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"diffgemma: the server needs the 'server' extra (pip install 'diffgemma-plugins[server]'): {error}",
               file=sys.stderr)
         return 1
-    serve(args.model, host=args.host, port=args.port, api_key=args.api_key, device=args.device)
+    serve(args.model, host=args.host, port=args.port, api_key=args.api_key, **_engine_settings(args))
     return 0
 
 

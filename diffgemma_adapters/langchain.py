@@ -111,8 +111,8 @@ class _LangChainAdapter(GenerationSettings):
 
 
 def _batch_window(engine: Any) -> int:
-    config = getattr(engine, "config", None)
-    return max(1, BATCH_WINDOW_PER_SLOT * getattr(config, "max_running", 4))
+    slots = getattr(engine, "max_running", None) or getattr(getattr(engine, "config", None), "max_running", None) or 4
+    return max(1, BATCH_WINDOW_PER_SLOT * slots)
 
 
 class ChatDiffusionGemma(_LangChainAdapter, BaseChatModel):

@@ -371,12 +371,13 @@ def _response(result: GenerationResult, chat: bool, completion_id: str, created:
 
 
 def serve(model: str | None = None, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-          device: str = "auto", max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> None:
-    """Run the server in the foreground (``diffgemma serve``)."""
+          max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES, **engine_settings: Any) -> None:
+    """Run the server in the foreground (``diffgemma serve``); ``engine_settings`` go to ``get_engine``
+    (``device``, ``quantization``, ``offload``, ``max_running``, ...)."""
     import uvicorn
 
     from diffgemma_engine import get_engine
 
-    engine = get_engine(model, device=device)
+    engine = get_engine(model, **engine_settings)
     app = create_app(engine, api_key=api_key, max_request_bytes=max_request_bytes)
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -19,21 +19,26 @@ class EngineConfig:
         model: a built-in name (``tiny-random``, ``demo``), a local checkpoint directory, or a hub id.
         device: ``auto`` picks cuda, then mps, then cpu; ``cuda:1`` style indices are accepted.
         dtype: ``auto`` is bfloat16 on cuda and float32 elsewhere.
-        max_running: sequences denoised together at most (a batch).
+        max_running: sequences denoised together at most (a batch). ``None`` (the default) lets the engine
+            choose: on a GPU, as many as the memory planner says fit next to the weights (at most 64); on
+            the host, 16.
         max_waiting: requests allowed to wait for a slot; beyond it ``EngineOverloadedError``.
         compile: ``torch.compile`` the decoder forward (opt-in).
         validation: build a validator checker for requests that select validators.
         quantization: weight-only ``"int8"`` or ``"int4"`` (fused MoE experts included), or ``None``.
+        offload: ``"experts"`` keeps the fused MoE experts (most of the weights) in host memory and
+            streams them to the GPU for each forward (needs a cuda device and ``accelerate``), or ``None``.
     """
 
     model: str = DEFAULT_MODEL
     device: str = "auto"
     dtype: str = "auto"
-    max_running: int = 16
+    max_running: int | None = None
     max_waiting: int = 256
     compile: bool = False
     validation: bool = True
     quantization: str | None = None
+    offload: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
@@ -44,14 +49,18 @@ class EngineConfig:
             raise InvalidRequestError("dtype", f"must be one of {DTYPES}, got {self.dtype!r}")
         for name in ("max_running", "max_waiting"):
             value = getattr(self, name)
+            if name == "max_running" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidRequestError(name, f"must be a positive int, got {value!r}")
         for name in ("compile", "validation"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidRequestError(name, "must be a bool")
+        from .placement import validate_offload
         from .quantization import validate_mode
 
         validate_mode(self.quantization)
+        validate_offload(self.offload)
 
 
 def resolve_device(device: str) -> str:

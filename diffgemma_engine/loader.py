@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from .errors import ModelLoadError
+from .offload import OffloadPlan, dispatch_experts
 from .params import SamplerDefaults
 from .registry import BUILTIN_MODELS, DEMO, DEMO_DIRECTORY, TINY_RANDOM, ModelRef, ModelSource, resolve_model_ref
 
@@ -30,9 +31,11 @@ class LoadedModel:
     context_length: int
 
 
-def load_model(model: str, device: str, dtype: torch.dtype, quantization: str | None = None) -> LoadedModel:
+def load_model(model: str, device: str, dtype: torch.dtype, quantization: str | None = None,
+               offload: OffloadPlan | None = None) -> LoadedModel:  # fmt: skip
     """Load ``model`` (a built-in name, a checkpoint directory or a hub id) onto ``device``, optionally with
-    weight-only quantization (see :mod:`diffgemma_engine.quantization`)."""
+    weight-only quantization (see :mod:`diffgemma_engine.quantization`) and with the fused experts kept in
+    host memory by an ``offload`` plan (see :mod:`diffgemma_engine.offload`)."""
     ref = resolve_model_ref(model)
     if ref is None:
         raise ModelLoadError(
@@ -43,7 +46,14 @@ def load_model(model: str, device: str, dtype: torch.dtype, quantization: str | 
         hf_model, tokenizer = _load_builtin(ref, dtype)
     else:
         hf_model, tokenizer = _load_pretrained(ref, dtype)
-    if quantization is None:
+    if offload is not None:
+        hf_model = hf_model.to(dtype=dtype).eval()  # everything in host memory first
+        if quantization is not None:
+            from .quantization import quantize_model
+
+            quantize_model(hf_model, quantization, device="cpu")  # the experts' codes stay in host memory
+        dispatch_experts(hf_model, offload.as_device_map(), device)
+    elif quantization is None:
         hf_model = hf_model.to(device=device, dtype=dtype).eval()
     else:
         from .quantization import quantize_model

@@ -60,7 +60,8 @@ class ModelRunner:
     def __init__(self, loaded: LoadedModel, compile_decoder: bool = False) -> None:
         self.loaded = loaded
         self.model = loaded.model
-        self.device = next(self.model.parameters()).device
+        # the first weight in memory: with expert offload, offloaded weights sit on the meta device
+        self.device = next(p.device for p in self.model.parameters() if not p.is_meta)
         self.canvas_length = loaded.canvas_length
         self.vocab_size = loaded.vocab_size
         self._text_config = self.model.config.get_text_config(decoder=True)

@@ -1,8 +1,15 @@
 """Expert offload for GPUs too small for the weights: a ``device_map`` / ``max_memory`` that keeps the fused
-MoE experts in host memory and the rest (attention, routing, KV cache, sampler) on the GPU."""
+MoE experts in host memory and the rest (attention, routing, KV cache, sampler) on the GPU.
+
+:func:`expert_offload_plan` makes the map from ``config.json`` alone; :func:`dispatch_experts` places a
+loaded (and possibly quantized) model by it through accelerate: the experts stay in host memory and are
+streamed to the GPU for each forward, everything else lives on the GPU.
+"""
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +33,10 @@ from .quantization import is_fused_experts, quantized_nbytes
 
 class OffloadImpossibleError(ModelLoadError):
     """Even with every MoE expert in host memory, the rest does not fit the device (or the host)."""
+
+
+class OffloadUnavailableError(ModelLoadError):
+    """Expert offload needs ``accelerate``, which is not installed."""
 
 
 @dataclass(frozen=True)
@@ -137,3 +148,65 @@ def _split_device_map(model: torch.nn.Module, device: int) -> list[tuple[str, in
 
     walk("", model)
     return entries
+
+
+# -- placing a loaded model -------------------------------------------------------------------------
+
+EXPERT_LOCATIONS = ("cpu", "disk")
+PRELOADED_MODULE_CLASSES = ("QuantizedExperts", "QuantizedLinear")
+
+
+def dispatch_experts(
+    model: torch.nn.Module,
+    device_map: Mapping[str, int | str],
+    main_device: str | torch.device,
+    *,
+    expert_location: str = "cpu",
+    offload_dir: str | None = None,
+) -> None:
+    """Place ``model`` by an :class:`OffloadPlan`'s ``device_map`` through accelerate's hooks.
+
+    Entries mapped to ``"cpu"`` (the experts) go to ``expert_location``: ``"cpu"`` keeps them in host
+    memory, ``"disk"`` in ``offload_dir``; either way accelerate copies a module's weights to
+    ``main_device`` just before its forward and drops the copy after. Every other entry moves to
+    ``main_device``, including the loose parameters and buffers of modules that also hold experts
+    (accelerate places whole modules only). With ``main_device="cpu"`` only ``"disk"`` offloads anything.
+    """
+    try:
+        from accelerate import dispatch_model
+    except ImportError as error:
+        raise OffloadUnavailableError(
+            "expert offload places weights with accelerate, which is not installed: "
+            "pip install 'diffgemma-plugins[offload]'"
+        ) from error
+    if expert_location not in EXPERT_LOCATIONS:
+        raise InvalidRequestError("expert_location", f"must be one of {EXPERT_LOCATIONS}, got {expert_location!r}")
+    main = torch.device(main_device)
+    placement = {name: (expert_location if where == "cpu" else main) for name, where in device_map.items()}
+    modules = dict(model.named_modules())
+    loose = [name for name in placement if name not in modules]
+    with warnings.catch_warnings():
+        # the loose tensors' names are not modules; accelerate warns and leaves them, they are moved below
+        warnings.filterwarnings("ignore", message="The following device_map keys do not match any submodules")
+        # a quantized experts module reads its codes through child modules it never calls: load them all
+        # when the experts module itself runs
+        dispatch_model(model, placement, main_device=main, offload_dir=offload_dir,
+                       preload_module_classes=list(PRELOADED_MODULE_CLASSES))
+    for name in loose:
+        owner_name, _, attribute = name.rpartition(".")
+        owner = model.get_submodule(owner_name)
+        if attribute in owner._parameters and owner._parameters[attribute] is not None:
+            parameter = owner._parameters[attribute]
+            owner._parameters[attribute] = torch.nn.Parameter(parameter.data.to(main), requires_grad=False)
+        elif attribute in owner._buffers and owner._buffers[attribute] is not None:
+            owner._buffers[attribute] = owner._buffers[attribute].to(main)
+
+
+def offloaded_modules(model: torch.nn.Module) -> list[str]:
+    """Names of the modules whose weights accelerate keeps off the execution device (loaded per forward)."""
+    names = []
+    for name, module in model.named_modules():
+        hook = getattr(module, "_hf_hook", None)
+        if hook is not None and getattr(hook, "offload", False):
+            names.append(name)
+    return names

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from .errors import InvalidRequestError, ModelLoadError
+from .registry import DEMO, DEMO_DIRECTORY, TINY_RANDOM
 from .quantization import (
     quantization_targets,
     quantized_nbytes,
@@ -230,10 +231,12 @@ def load_plan_config(source: Any) -> tuple[Any, str]:
         return _config_from_dict(dict(source), "config dict"), "config dict"
     if not isinstance(source, str) or not source.strip():
         raise InvalidRequestError("model", f"must be a config, a dict, a path or a model name, got {source!r}")
-    if source in ("tiny-random", "demo"):
+    if source == TINY_RANDOM:
         from . import tiny_random
 
         return tiny_random.build_config(), source
+    if source == DEMO:
+        return _config_from_dict(_read_json(str(DEMO_DIRECTORY / "config.json")), source), source
     if source == REAL_CHECKPOINT:
         return _config_from_dict(json.loads(json.dumps(REAL_CHECKPOINT_CONFIG)), source), source
     path = os.path.expanduser(source)

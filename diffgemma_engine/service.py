@@ -31,6 +31,7 @@ from .errors import (
     RequestCancelledError,
 )
 from .loader import load_model
+from .placement import plan_placement
 from .model_runner import ModelRunner
 from .outputs import Event, FinalEvent, GenerationResult
 from .params import SamplingParams
@@ -55,9 +56,13 @@ class Engine:
         self.config = config if config is not None else EngineConfig(**settings)
         self.device = resolve_device(self.config.device)
         self.dtype = resolve_dtype(self.config.dtype, self.device)
-        self.loaded = load_model(self.config.model, self.device, self.dtype, self.config.quantization)
+        self.placement = plan_placement(self.config.model, self.device, self.dtype,
+                                        quantization=self.config.quantization, offload=self.config.offload,
+                                        max_running=self.config.max_running)  # fmt: skip
+        self.loaded = load_model(self.config.model, self.device, self.dtype, self.config.quantization,
+                                 offload=self.placement.offload)  # fmt: skip
         self.runner = ModelRunner(self.loaded, compile_decoder=self.config.compile)
-        self.core = EngineCore(self.loaded, self.runner, self.config.max_running)
+        self.core = EngineCore(self.loaded, self.runner, self.max_running)
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._inbox: list[Sequence] = []
@@ -70,6 +75,11 @@ class Engine:
         atexit.register(_shutdown_at_exit, weakref.ref(self))
 
     # -- facts about the model -----------------------------------------------------------------------
+
+    @property
+    def max_running(self) -> int:
+        """Sequences denoised together at most: ``config.max_running``, or the planner's choice when unset."""
+        return self.placement.max_running
 
     @property
     def model_name(self) -> str:
@@ -113,10 +123,10 @@ class Engine:
         sequence, stream = self._prepare(prompt, params, messages, prompt_token_ids, request_id)
         with self._lock:
             self._check_open()
-            if self._outstanding >= self.config.max_running + self.config.max_waiting:
+            if self._outstanding >= self.max_running + self.config.max_waiting:
                 raise EngineOverloadedError(
                     f"{self._outstanding} requests in flight; the engine admits "
-                    f"{self.config.max_running} running + {self.config.max_waiting} waiting"
+                    f"{self.max_running} running + {self.config.max_waiting} waiting"
                 )
             self._outstanding += 1
             self._inbox.append(sequence)
@@ -318,7 +328,7 @@ class _EngineRegistry:
         with self._lock:
             engine = self._engines.get(key)
             if engine is not None and engine.is_alive:
-                _check_compatible(engine.config, config)
+                _check_compatible(engine, config)
                 return engine
             engine = Engine(config)
             self._engines[key] = engine
@@ -331,13 +341,18 @@ class _EngineRegistry:
             engine.shutdown()
 
 
-def _check_compatible(existing: EngineConfig, wanted: EngineConfig) -> None:
-    for name in ("max_running", "max_waiting", "compile", "validation", "quantization"):
-        if getattr(existing, name) != getattr(wanted, name):
+def _check_compatible(engine: Engine, wanted: EngineConfig) -> None:
+    """An unset ``max_running`` accepts whatever the engine chose; every other setting must match."""
+    for name in ("max_running", "max_waiting", "compile", "validation", "quantization", "offload"):
+        running = engine.max_running if name == "max_running" else getattr(engine.config, name)
+        asked = getattr(wanted, name)
+        if name == "max_running" and asked is None:
+            continue
+        if running != asked:
             raise InvalidRequestError(
                 name,
-                f"the shared engine for {wanted.model!r} already runs with {name}={getattr(existing, name)!r}; "
-                f"asked for {getattr(wanted, name)!r} (a second copy of the weights is never made)",
+                f"the shared engine for {wanted.model!r} already runs with {name}={running!r}; "
+                f"asked for {asked!r} (a second copy of the weights is never made)",
             )
 
 

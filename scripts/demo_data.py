@@ -28,6 +28,7 @@ import hashlib
 import json
 import random
 import re
+import string
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -111,6 +112,50 @@ HELDOUT_NAMES = (
     "Lucia", "Magnus", "Nadia", "Otto", "Priya", "Rupert", "Sofia", "Theo", "Valerie", "Walter",
 )  # fmt: skip
 AGES = tuple(range(18, 91))
+
+# Generated names: most JSON examples name a person the generator makes up on the spot, so a name is
+# almost never seen twice and copying it from the prompt is the only way to fit the target. A fixed share
+# of the generated names (by hash) belongs to the validation split and never occurs in training; the
+# training script picks its checkpoint on them, and the eval's HELDOUT_NAMES stay untouched by both.
+NAME_ONSETS = ("b", "br", "c", "ch", "d", "dr", "f", "g", "gr", "h", "j", "k", "kl", "l", "m", "n", "p", "pr",
+               "r", "s", "sh", "st", "t", "th", "tr", "v", "w", "z", "")  # fmt: skip
+NAME_VOWELS = ("a", "e", "i", "o", "u", "a", "e", "i", "o", "ai", "ea", "ie", "ou", "y")
+NAME_CODAS = ("", "", "", "n", "r", "l", "s", "m", "th", "nd", "rt", "x", "k", "ll", "ck")
+GENERATED_NAME_FRACTION = 0.75  # of training JSON examples; the rest use TRAIN_NAMES
+VALIDATION_NAME_FRACTION = 0.05  # of all generated names
+
+
+RANDOM_LETTER_NAME_FRACTION = 0.15  # of generated names: plain random letters, so every letter is copied somewhere
+
+
+def generate_name(rng: random.Random) -> str:
+    """A made-up name matching the schema's ``^[A-Z][a-z]+$``, 3–10 letters: mostly two or three
+    pronounceable syllables, sometimes random letters."""
+    if rng.random() < RANDOM_LETTER_NAME_FRACTION:
+        return "".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(3, 9))).capitalize()
+    while True:
+        syllables = rng.choice((2, 2, 2, 3))
+        letters = "".join(rng.choice(NAME_ONSETS) + rng.choice(NAME_VOWELS) for _ in range(syllables))
+        name = (letters + rng.choice(NAME_CODAS)).capitalize()
+        if 3 <= len(name) <= 10:
+            return name
+
+
+def name_split(name: str) -> str:
+    """``"heldout"`` for the eval's names, ``"train"`` for :data:`TRAIN_NAMES`, ``"validation"`` for a fixed
+    hash share of the rest, else ``"train"``."""
+    if name in HELDOUT_NAMES:
+        return "heldout"
+    if name in TRAIN_NAMES:
+        return "train"
+    return "validation" if _stable_unit(f"name-split:{name}") < VALIDATION_NAME_FRACTION else "train"
+
+
+def _generated_name(rng: random.Random, split: str) -> str:
+    while True:
+        name = generate_name(rng)
+        if name_split(name) == split:
+            return name
 
 PERSON_SCHEMA: dict = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -268,7 +313,17 @@ def person_record(name: str, age: int, city: str) -> str:
 
 
 def _person_example(rng: random.Random, names: Sequence[str]) -> Example:
-    name, age, city = rng.choice(names), rng.choice(AGES), rng.choice(CITIES)
+    return _person_record_example(rng, rng.choice(names))
+
+
+def _training_person_example(rng: random.Random) -> Example:
+    if rng.random() < GENERATED_NAME_FRACTION:
+        return _person_record_example(rng, _generated_name(rng, "train"))
+    return _person_example(rng, TRAIN_NAMES)
+
+
+def _person_record_example(rng: random.Random, name: str) -> Example:
+    age, city = rng.choice(AGES), rng.choice(CITIES)
     if rng.random() < 0.5:
         prompt = rng.choice(JSON_TEMPLATES_CITY).format(name=name, age=age, city=city)
         return Example(JSON, "person", prompt, person_record(name, age, city), (person_record(name, age, city),))
@@ -295,7 +350,7 @@ class TrainingStream:
     Its position can be saved and restored (:meth:`getstate` / :meth:`setstate`), so an interrupted
     training run resumes on exactly the examples it would have seen."""
 
-    def __init__(self, seed: int = 0, json_fraction: float = 0.4) -> None:
+    def __init__(self, seed: int = 0, json_fraction: float = 0.5) -> None:
         self._rng = random.Random(seed)
         self._json_fraction = json_fraction
         by_kind: dict[str, list[tuple[_Fact, str]]] = {}
@@ -311,7 +366,7 @@ class TrainingStream:
     def __next__(self) -> Example:
         rng = self._rng
         if rng.random() < self._json_fraction:
-            return _person_example(rng, TRAIN_NAMES)
+            return _training_person_example(rng)
         kind = rng.choices(self._kinds, self._weights)[0]
         return _short_example(rng, self._by_kind[kind])
 
@@ -344,6 +399,13 @@ def heldout_examples(task: str, count: int, seed: int = 1234) -> list[Example]:
                 examples.append(example)
         return examples
     raise ValueError(f"unknown task {task!r}; expected one of {TASK_FORMATS}")
+
+
+def validation_examples(count: int, seed: int = 4321) -> list[Example]:
+    """``count`` JSON prompts naming generated validation-split people: never trained on, and apart
+    from the eval's held-out set, so choosing a checkpoint on them leaves the eval untouched."""
+    rng = random.Random(f"{seed}:validation")
+    return [_person_record_example(rng, _generated_name(rng, "validation")) for _ in range(count)]
 
 
 def build_corpus(train_size: int = 20_000, heldout_size: int = 100, seed: int = 0) -> Corpus:
