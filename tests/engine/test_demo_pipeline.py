@@ -75,6 +75,23 @@ def test_heldout_prompts_never_occur_in_training():
     assert all(json.loads(example.answer)["name"] in held_names for example in heldout[100:])
 
 
+def test_most_training_names_are_generated_and_validation_names_never_train():
+    sample = [e for e in demo_data.TrainingStream(seed=0).take(5000) if e.task == demo_data.JSON]
+    names = [json.loads(example.answer)["name"] for example in sample]
+    generated = [name for name in names if name not in demo_data.TRAIN_NAMES]
+    assert len(generated) / len(names) > 0.6  # GENERATED_NAME_FRACTION, up to sampling noise
+    assert len(set(generated)) > 0.9 * len(generated)  # a generated name is almost never seen twice
+    assert all(demo_data.name_split(name) == "train" for name in names)
+    validation = demo_data.validation_examples(64)
+    validation_names = {json.loads(example.answer)["name"] for example in validation}
+    assert len(validation_names) > 60
+    assert all(demo_data.name_split(name) == "validation" for name in validation_names)
+    assert not validation_names & set(demo_data.HELDOUT_NAMES) and not validation_names & set(names)
+    assert [e.prompt for e in demo_data.validation_examples(64)] == [e.prompt for e in validation]  # seeded
+    for example in validation:
+        jsonschema.validate(json.loads(example.answer), demo_data.PERSON_SCHEMA)
+
+
 def test_every_heldout_short_prompt_asks_a_trained_fact():
     trained = {(fact.kind, fact.key) for fact, _ in demo_data.short_prompts("train")}
     for fact, _ in demo_data.short_prompts("heldout"):
@@ -240,6 +257,20 @@ def test_interrupted_and_resumed_run_matches_a_straight_run(exported, tmp_path):
     assert all(torch.equal(straight[name], again[name]) for name in straight)
     first = load_file(tmp_path / "first-half" / "model.safetensors")
     assert not all(torch.equal(first[name], straight[name]) for name in straight)  # the second step did change it
+
+
+def test_the_export_is_the_step_with_the_lowest_validation_loss(tmp_path):
+    from safetensors.torch import load_file
+
+    out = _train(tmp_path, "picked", "--max-steps=4", "--eval-every=1", "--lr=0.05", "--warmup-steps=1")
+    log = json.loads((tmp_path / "picked-work" / "train_log.json").read_text())
+    losses = {entry["step"]: entry["validation_content_loss"] for entry in log}
+    assert sorted(losses) == [1, 2, 3, 4]
+    best_step = min(losses, key=losses.get)
+    assert f"| exported weights | step {best_step} " in (out / "README.md").read_text()
+    best = torch.load(tmp_path / "picked-work" / "best.pt", weights_only=True)
+    exported = load_file(out / "model.safetensors")
+    assert all(torch.equal(exported[name], best[name]) for name in exported)
 
 
 # -- eval metrics -----------------------------------------------------------------------------------
