@@ -324,3 +324,13 @@ def test_offload_that_cannot_fit_says_why():
     with pytest.raises(InvalidRequestError) as bad:
         expert_offload_plan(REAL_CHECKPOINT, -1)
     assert bad.value.field == "device_memory_bytes"
+
+
+def test_the_built_in_names_plan_their_own_configs():
+    from diffgemma_engine.registry import DEMO_DIRECTORY
+
+    demo = json.loads((DEMO_DIRECTORY / "config.json").read_text())["text_config"]
+    config = load_plan_config("demo")[0].text_config
+    assert (config.hidden_size, config.num_hidden_layers, config.vocab_size) == (
+        demo["hidden_size"], demo["num_hidden_layers"], demo["vocab_size"])
+    assert load_plan_config("tiny-random")[0].text_config.hidden_size == tiny_random.build_config().text_config.hidden_size
