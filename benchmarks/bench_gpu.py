@@ -107,8 +107,8 @@ def measure_mode(directory: Path, mode: str, device: str, concurrency: int, max_
         _, peak = _memory(device)
     finally:
         engine.shutdown()
-        del engine
-        _free(device)
+    engine.loaded.model = None  # drop the weights before the next mode loads its own
+    _free(device)
     return {"mode": mode, "concurrency": concurrency, "tokens": tokens, "seconds": seconds,
             "tokens_per_second": tokens / seconds, "held_bytes": held, "peak_bytes": peak,
             "load_seconds": load_seconds}  # fmt: skip

@@ -29,12 +29,12 @@ from typing import Any
 import torch
 
 from .errors import InvalidRequestError, ModelLoadError
-from .registry import DEMO, DEMO_DIRECTORY, TINY_RANDOM
 from .quantization import (
     quantization_targets,
     quantized_nbytes,
     validate_mode,
 )
+from .registry import DEMO, DEMO_DIRECTORY, TINY_RANDOM
 
 GIB = 1 << 30
 CARD_SIZES_GB = (8, 12, 16, 24, 48, 80)

@@ -31,10 +31,10 @@ from .errors import (
     RequestCancelledError,
 )
 from .loader import load_model
-from .placement import plan_placement
 from .model_runner import ModelRunner
 from .outputs import Event, FinalEvent, GenerationResult
 from .params import SamplingParams
+from .placement import plan_placement
 from .prompts import prompt_token_ids, render_messages
 from .registry import DEFAULT_MODEL, resolve_model_ref
 from .sequence import Sequence
