@@ -94,7 +94,7 @@ def measure_mode(directory: Path, mode: str, device: str, concurrency: int, max_
         torch.cuda.reset_peak_memory_stats()
     prompts = prompts_for(concurrency)
 
-    def serve() -> tuple[int, float]:
+    def serve(engine: Engine) -> tuple[int, float]:
         start = time.perf_counter()
         handles = [engine.submit(prompt_token_ids=p, params=SamplingParams(max_new_tokens=max_new_tokens, seed=i))
                    for i, p in enumerate(prompts)]  # fmt: skip
@@ -102,13 +102,13 @@ def measure_mode(directory: Path, mode: str, device: str, concurrency: int, max_
         return tokens, time.perf_counter() - start
 
     try:
-        serve()  # warm-up
-        tokens, seconds = serve()
+        serve(engine)  # warm-up
+        tokens, seconds = serve(engine)
         _, peak = _memory(device)
     finally:
         engine.shutdown()
-    engine.loaded.model = None  # drop the weights before the next mode loads its own
-    _free(device)
+        del engine  # the weights go before the next mode loads its own
+        _free(device)
     return {"mode": mode, "concurrency": concurrency, "tokens": tokens, "seconds": seconds,
             "tokens_per_second": tokens / seconds, "held_bytes": held, "peak_bytes": peak,
             "load_seconds": load_seconds}  # fmt: skip
