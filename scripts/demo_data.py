@@ -350,7 +350,7 @@ class TrainingStream:
     Its position can be saved and restored (:meth:`getstate` / :meth:`setstate`), so an interrupted
     training run resumes on exactly the examples it would have seen."""
 
-    def __init__(self, seed: int = 0, json_fraction: float = 0.5) -> None:
+    def __init__(self, seed: int = 0, json_fraction: float = 0.6) -> None:
         self._rng = random.Random(seed)
         self._json_fraction = json_fraction
         by_kind: dict[str, list[tuple[_Fact, str]]] = {}

@@ -117,7 +117,7 @@ class TrainSettings:
     self_conditioning_prob: float = 0.5
     sc_temperature: tuple[float, float] = (0.4, 0.8)
     rate_power: float = 0.5
-    json_fraction: float = 0.5
+    json_fraction: float = 0.6
     tokenizer_examples: int = 20_000
 
 
@@ -131,7 +131,13 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Any:
 
     reserved = [SPECIAL_TOKENS.get(i, f"<unused{i}>") for i in range(RESERVED)]
     backend = Tokenizer(models.BPE(unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    # Every space is a token of its own, so a word is split the same way after a space (in a prompt:
+    # "named Joanna") and after a quote (in the JSON answer: "Joanna"): copying a name from the prompt is
+    # then copying its tokens, not translating "ĠJo" into "Jo".
+    backend.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(pattern=" ", behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    ])
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

@@ -132,6 +132,14 @@ def test_tokenizer_keeps_gemma_special_ids_and_chat_format(tokenizer):
     assert tokenizer.decode(tokenizer(record, add_special_tokens=False)["input_ids"]) == record
 
 
+def test_a_name_is_the_same_tokens_in_the_prompt_and_in_the_json_answer(tokenizer):
+    for example in demo_data.heldout_examples(demo_data.JSON, 20) + demo_data.validation_examples(20):
+        name = tokenizer.tokenize(json.loads(example.answer)["name"])
+        for text in (example.prompt, example.answer):
+            tokens = tokenizer.tokenize(text)
+            assert any(tokens[i : i + len(name)] == name for i in range(len(tokens))), (text, name)
+
+
 def test_make_batch_places_response_canvas_after_its_prefix(tokenizer):
     long = training.Encoded(prompt=(2, 105, 7), response=tuple(range(200, 221)) + (training.END_OF_TURN_ID,))
     short = training.Encoded(prompt=(2, 105, 7, 8, 9), response=(300, training.END_OF_TURN_ID))
