@@ -535,7 +535,7 @@ generated names picks the exported step.
 Uniform-state block diffusion: a response canvas is corrupted by replacing tokens with uniformly random
 ones at a sampled rate, the prompt (plus earlier canvases) goes through the causal encoder, the loss is
 the cross-entropy of the clean canvas; self-conditioning is trained with a first no-grad pass whose
-temperature-scaled logits are fed back for a random half of the examples. Byte-level BPE tokenizer
+temperature-scaled logits are fed back for a random half of the examples. Byte-level BPE tokenizer (every space a token of its own)
 trained with `tokenizers`. Reproduce with:
 
 ```bash
