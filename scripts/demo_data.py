@@ -200,7 +200,11 @@ CATEGORY_TEMPLATES = ("Name {a} {c}.", "Give me {a} {c}.", "Tell me one {c}.", "
 HELDOUT_FRACTION = 0.25  # of short-task facts that lose one phrasing to the held-out split
 # How often each short sub-task is drawn in training (arithmetic has the most facts but should not crowd out the rest).
 KIND_WEIGHTS = {"arithmetic": 0.25, "spell": 0.15, "opposite": 0.15, "plural": 0.12, "colour": 0.12, "next": 0.08,
-                "category": 0.13}
+                "category": 0.13, "repeat": 0.15}
+# "Repeat after me" with a generated name: the plainest copy from the prompt (the answer's first token
+# is the copied one), which the JSON records need for their names, ages and cities.
+REPEAT_TEMPLATES = ("Repeat after me: {w}.", "Repeat the name {w}.", "Write the name {w}.", "Echo {w}.")
+REPEAT = "repeat"
 WORD_PATTERN = re.compile(r"[A-Za-z]+")
 
 
@@ -333,6 +337,11 @@ def _person_record_example(rng: random.Random, name: str) -> Example:
     return Example(JSON, "person", prompt, person_record(name, age, city), answers)
 
 
+def _repeat_example(rng: random.Random, name: str) -> Example:
+    answer = f"{name}."
+    return Example(SHORT, REPEAT, rng.choice(REPEAT_TEMPLATES).format(w=name), answer, (answer,))
+
+
 def _short_example(rng: random.Random, pairs: Sequence[tuple[_Fact, str]]) -> Example:
     fact, prompt = rng.choice(pairs)
     return _short_from(rng, fact, prompt)
@@ -357,7 +366,7 @@ class TrainingStream:
         for fact, prompt in short_prompts("train"):
             by_kind.setdefault(fact.kind, []).append((fact, prompt))
         self._by_kind = by_kind
-        self._kinds = sorted(by_kind)
+        self._kinds = [*sorted(by_kind), REPEAT]
         self._weights = [KIND_WEIGHTS[kind] for kind in self._kinds]
 
     def __iter__(self) -> TrainingStream:
@@ -368,6 +377,8 @@ class TrainingStream:
         if rng.random() < self._json_fraction:
             return _training_person_example(rng)
         kind = rng.choices(self._kinds, self._weights)[0]
+        if kind == REPEAT:
+            return _repeat_example(rng, _generated_name(rng, "train"))
         return _short_example(rng, self._by_kind[kind])
 
     def take(self, count: int) -> list[Example]:
@@ -428,7 +439,7 @@ def lexicon() -> frozenset[str]:
         texts.extend(fact.prompts)
         texts.append(fact.answer)
         texts.extend(fact.answers)
-    texts.extend(JSON_TEMPLATES_CITY + JSON_TEMPLATES_NO_CITY)
+    texts.extend(JSON_TEMPLATES_CITY + JSON_TEMPLATES_NO_CITY + REPEAT_TEMPLATES)
     texts.extend(TRAIN_NAMES + HELDOUT_NAMES + CITIES)
     texts.append(person_record("Alice", 30, "Paris"))
     return frozenset(word.lower() for text in texts for word in WORD_PATTERN.findall(text))

@@ -116,7 +116,7 @@ class TrainSettings:
     grad_clip: float = 1.0
     self_conditioning_prob: float = 0.5
     sc_temperature: tuple[float, float] = (0.4, 0.8)
-    rate_power: float = 0.5
+    rate_power: float = 1.0
     json_fraction: float = 0.6
     tokenizer_examples: int = 20_000
 
