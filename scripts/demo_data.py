@@ -200,7 +200,7 @@ CATEGORY_TEMPLATES = ("Name {a} {c}.", "Give me {a} {c}.", "Tell me one {c}.", "
 HELDOUT_FRACTION = 0.25  # of short-task facts that lose one phrasing to the held-out split
 # How often each short sub-task is drawn in training (arithmetic has the most facts but should not crowd out the rest).
 KIND_WEIGHTS = {"arithmetic": 0.25, "spell": 0.15, "opposite": 0.15, "plural": 0.12, "colour": 0.12, "next": 0.08,
-                "category": 0.13, "repeat": 0.15}
+                "category": 0.13, "repeat": 0.65}
 # "Repeat after me" with a generated name: the plainest copy from the prompt (the answer's first token
 # is the copied one), which the JSON records need for their names, ages and cities.
 REPEAT_TEMPLATES = ("Repeat after me: {w}.", "Repeat the name {w}.", "Write the name {w}.", "Echo {w}.")
@@ -359,7 +359,7 @@ class TrainingStream:
     Its position can be saved and restored (:meth:`getstate` / :meth:`setstate`), so an interrupted
     training run resumes on exactly the examples it would have seen."""
 
-    def __init__(self, seed: int = 0, json_fraction: float = 0.6) -> None:
+    def __init__(self, seed: int = 0, json_fraction: float = 0.5) -> None:
         self._rng = random.Random(seed)
         self._json_fraction = json_fraction
         by_kind: dict[str, list[tuple[_Fact, str]]] = {}

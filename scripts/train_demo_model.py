@@ -117,7 +117,7 @@ class TrainSettings:
     self_conditioning_prob: float = 0.5
     sc_temperature: tuple[float, float] = (0.4, 0.8)
     rate_power: float = 1.0
-    json_fraction: float = 0.6
+    json_fraction: float = 0.5
     tokenizer_examples: int = 20_000
 
 
