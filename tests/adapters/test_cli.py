@@ -55,6 +55,20 @@ def test_bad_input_is_a_clean_error(capsys):
     assert "error" in capsys.readouterr().err
 
 
+def test_engine_options_reach_the_engine(capsys):
+    from diffgemma_engine import get_engine, shutdown_engines
+
+    shutdown_engines()  # the shared tiny-random engine is made here, with this test's settings
+    assert main(["generate", "hi", "--model", "tiny-random", "--device", "cpu", "--offload", "experts"]) == 1
+    assert "offload" in capsys.readouterr().err  # experts are in host memory already on a CPU
+    assert main(["generate", "hi", "--model", "tiny-random", "--device", "cpu", "--max-running", "0"]) == 1
+    assert "max_running" in capsys.readouterr().err
+    assert main(["generate", "hi", "--model", "tiny-random", "--device", "cpu", "--max-running", "3",
+                 "--max-new-tokens", "4", "--seed", "0"]) == 0  # fmt: skip
+    assert get_engine("tiny-random", device="cpu").max_running == 3
+    shutdown_engines()
+
+
 def test_plugins_lists_the_builtin_validators(capsys):
     assert main(["plugins"]) == 0
     out = capsys.readouterr().out
