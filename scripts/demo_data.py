@@ -4,8 +4,9 @@ Everything here is our own generated text (licence: Apache-2.0, like the project
 both rendered later through the Gemma-style chat template:
 
 * **short** — one-line answers to simple instructions: arithmetic in words ("What is three plus four?"
-  → "Seven."), opposites, plurals, spelling, colours of things, "what comes after", and "name a …"
-  (any member of the category is a right answer);
+  → "Seven."), opposites, plurals, spelling, colours of things, "what comes after", "name a …"
+  (any member of the category is a right answer), and repeating a made-up name ("Repeat after me:
+  Pruteth." → "Pruteth.");
 * **json** — a JSON record for a person, following :data:`PERSON_SCHEMA`
   (``{"name": "Alice", "age": 31, "city": "Paris"}``; the city is the one the prompt names, or any
   city of :data:`CITIES` when it names none).
@@ -15,7 +16,9 @@ The held-out split holds prompts that never occur in training:
 * short tasks: a fixed quarter of the facts (a sum, a word pair, …) each lose one phrasing to the
   held-out split; the fact itself is still trained under its other phrasings, so the held-out prompt is
   answerable but its exact text is new;
-* json: :data:`HELDOUT_NAMES` never occur anywhere in the training split.
+* json: :data:`HELDOUT_NAMES` never occur anywhere in the training split, where three quarters of the
+  records name a person made up by :func:`generate_name`; a hash share of the generated names is kept
+  for validation (:func:`validation_examples`) and never trained on either.
 
 ``python scripts/demo_data.py --out DIR`` writes ``train.jsonl``, ``heldout.jsonl`` and
 ``schema.json``; the training and eval scripts import this module instead.
@@ -123,8 +126,6 @@ NAME_VOWELS = ("a", "e", "i", "o", "u", "a", "e", "i", "o", "ai", "ea", "ie", "o
 NAME_CODAS = ("", "", "", "n", "r", "l", "s", "m", "th", "nd", "rt", "x", "k", "ll", "ck")
 GENERATED_NAME_FRACTION = 0.75  # of training JSON examples; the rest use TRAIN_NAMES
 VALIDATION_NAME_FRACTION = 0.05  # of all generated names
-
-
 RANDOM_LETTER_NAME_FRACTION = 0.15  # of generated names: plain random letters, so every letter is copied somewhere
 
 
