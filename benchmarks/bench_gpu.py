@@ -23,48 +23,17 @@ import gc
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from diffgemma_engine import Engine, SamplingParams, tiny_random
-from diffgemma_engine.benchmark import SIZES, markdown_table, prompts_for, run_throughput
+from diffgemma_engine import Engine, SamplingParams
+from diffgemma_engine.benchmark import SIZES, checkpoint, markdown_table, prompts_for, run_throughput
 
-GPU_FULL = dict(
-    # the published checkpoint's widths (see diffgemma_engine.planner.REAL_CHECKPOINT_CONFIG), 4 of its 30 layers
-    canvas_length=256, vocab_size=262144, hidden_size=2816, intermediate_size=2112, num_hidden_layers=4,
-    num_attention_heads=16, num_key_value_heads=8, num_global_key_value_heads=2, head_dim=256, global_head_dim=512,
-    attention_k_eq_v=True, num_experts=128, top_k_experts=8, moe_intermediate_size=704, sliding_window=1024,
-    layer_types=["sliding_attention", "sliding_attention", "sliding_attention", "full_attention"],
-    max_position_embeddings=8192, final_logit_softcapping=30.0,
-)  # fmt: skip
-BENCH_SIZES = {"gpu-full": GPU_FULL, **SIZES}
 MODES = {"base": {}, "int8": {"quantization": "int8"}, "int4": {"quantization": "int4"},
          "int4+offload": {"quantization": "int4", "offload": "experts"}}  # fmt: skip
-
-
-def build_checkpoint(size: str, device: str, dtype: torch.dtype, directory: Path) -> Path:
-    """A seeded random checkpoint of ``size``, initialised on ``device`` (fast for billions of weights)."""
-    if (directory / "model.safetensors").is_file() or (directory / "model.safetensors.index.json").is_file():
-        return directory
-    settings = dict(BENCH_SIZES[size])
-    config = tiny_random.build_config(canvas_length=settings.pop("canvas_length"), **settings)
-    with torch.random.fork_rng(devices=[]), torch.device(device):
-        torch.manual_seed(0)
-        from transformers import DiffusionGemmaForBlockDiffusion
-
-        model = DiffusionGemmaForBlockDiffusion(config)
-        with torch.no_grad():
-            model.get_input_embeddings().weight.normal_(0.0, 1.0)  # peaked outputs, as tiny_random does
-    model.generation_config = tiny_random.build_generation_config()
-    model.to(dtype).save_pretrained(directory)
-    tiny_random.build_tokenizer().save_pretrained(directory)
-    del model
-    _free(device)
-    return directory
 
 
 def _free(device: str) -> None:
@@ -81,13 +50,13 @@ def _memory(device: str) -> tuple[int, int]:
     return torch.cuda.memory_allocated(), torch.cuda.max_memory_allocated()
 
 
-def measure_mode(directory: Path, mode: str, device: str, concurrency: int, max_new_tokens: int) -> dict:
+def measure_mode(directory: str, mode: str, device: str, concurrency: int, max_new_tokens: int) -> dict:
     """Load ``directory`` in ``mode``, serve ``concurrency`` requests once to warm up and once timed."""
     _free(device)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
-    engine = Engine(model=str(directory), device=device, max_running=concurrency, **MODES[mode])
+    engine = Engine(model=directory, device=device, max_running=concurrency, **MODES[mode])
     load_seconds = time.perf_counter() - started
     held, _ = _memory(device)
     if device.startswith("cuda"):
@@ -127,14 +96,13 @@ def modes_table(rows: Sequence[dict]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", default="gpu-full", choices=sorted(BENCH_SIZES))
+    parser.add_argument("--size", default="gpu-full", choices=sorted(SIZES))
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--concurrency", default="1,4,8,16")
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--modes", default="base,int4,int4+offload")
     parser.add_argument("--mode-concurrency", type=int, default=8)
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "build/gpu-bench")))
-    parser.add_argument("--checkpoint-dir", type=Path, default=None)
     args = parser.parse_args(argv)
     modes = [m for m in args.modes.split(",") if m]
     unknown = [m for m in modes if m not in MODES]
@@ -144,16 +112,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     args.out.mkdir(parents=True, exist_ok=True)
     name = torch.cuda.get_device_name() if device.startswith("cuda") else f"cpu ({os.cpu_count()} cores)"
-    directory = args.checkpoint_dir or Path(tempfile.gettempdir()) / f"diffgemma-gpu-bench-{args.size}"
 
     def log(message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
     log(f"building {args.size} on {device}")
-    build_checkpoint(args.size, device, dtype, directory)
+    directory = checkpoint(args.size, device, dtype)
     concurrencies = tuple(int(c) for c in args.concurrency.split(",") if c)
     log("throughput")
-    engine = Engine(model=str(directory), device=device, max_running=max(concurrencies))
+    engine = Engine(model=directory, device=device, max_running=max(concurrencies))
     try:
         rows = run_throughput(engine, concurrencies, args.max_new_tokens, progress=log)
     finally:

@@ -216,9 +216,11 @@ def _bench(args: argparse.Namespace) -> int:
 
     from diffgemma_engine import Engine
     from diffgemma_engine.benchmark import checkpoint, markdown_table, plot, run_throughput
+    from diffgemma_engine.config import resolve_device, resolve_dtype
 
     concurrencies = tuple(int(c) for c in args.concurrency.split(",") if c.strip())
-    model = args.model or checkpoint(args.size)
+    device = resolve_device(args.device)
+    model = args.model or checkpoint(args.size, device, resolve_dtype("auto", device))
     engine = Engine(model=model, device=args.device, max_running=max(concurrencies))
     started = time.perf_counter()
     total = 3 * len(concurrencies) * args.repeats

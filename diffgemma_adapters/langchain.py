@@ -111,8 +111,7 @@ class _LangChainAdapter(GenerationSettings):
 
 
 def _batch_window(engine: Any) -> int:
-    slots = getattr(engine, "max_running", None) or getattr(getattr(engine, "config", None), "max_running", None) or 4
-    return max(1, BATCH_WINDOW_PER_SLOT * slots)
+    return max(1, BATCH_WINDOW_PER_SLOT * (getattr(engine, "max_running", None) or 4))
 
 
 class ChatDiffusionGemma(_LangChainAdapter, BaseChatModel):

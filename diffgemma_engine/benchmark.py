@@ -37,18 +37,27 @@ SIZES = {
                     num_experts=8, top_k_experts=2, moe_intermediate_size=256, sliding_window=512,
                     layer_types=["sliding_attention", "sliding_attention", "sliding_attention", "full_attention"],
                     max_position_embeddings=4096),
+    # the published checkpoint's widths (planner.REAL_CHECKPOINT_CONFIG) with 4 of its 30 layers; for GPUs
+    "gpu-full": dict(canvas_length=256, vocab_size=262144, hidden_size=2816, intermediate_size=2112,
+                     num_hidden_layers=4, num_attention_heads=16, num_key_value_heads=8,
+                     num_global_key_value_heads=2, head_dim=256, global_head_dim=512, attention_k_eq_v=True,
+                     num_experts=128, top_k_experts=8, moe_intermediate_size=704, sliding_window=1024,
+                     layer_types=["sliding_attention", "sliding_attention", "sliding_attention", "full_attention"],
+                     max_position_embeddings=8192, final_logit_softcapping=30.0),
 }
 
 
-def checkpoint(size: str) -> str:
-    """Path of a saved checkpoint of ``size`` (built on first use)."""
+def checkpoint(size: str, device: str = "cpu", dtype: torch.dtype = torch.float32) -> str:
+    """Path of a saved checkpoint of ``size`` in ``dtype`` (built on ``device`` on first use)."""
     settings = dict(SIZES[size])
-    directory = os.path.join(tempfile.gettempdir(), f"diffgemma-bench-{size}")
-    if not os.path.isfile(os.path.join(directory, "model.safetensors")):
+    suffix = "" if dtype == torch.float32 else f"-{str(dtype).removeprefix('torch.')}"
+    directory = os.path.join(tempfile.gettempdir(), f"diffgemma-bench-{size}{suffix}")
+    if not any(os.path.isfile(os.path.join(directory, name))
+               for name in ("model.safetensors", "model.safetensors.index.json")):  # fmt: skip
         canvas = settings.pop("canvas_length")
         config = tiny_random.build_config(canvas_length=canvas, **settings)
-        model = tiny_random.build_model(config, seed=0)
-        model.save_pretrained(directory)
+        model = tiny_random.build_model(config, seed=0, device=device)
+        model.to(dtype).save_pretrained(directory)
         tiny_random.build_tokenizer().save_pretrained(directory)
     return directory
 
