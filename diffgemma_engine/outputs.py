@@ -12,10 +12,15 @@ FinishReason = Literal["stop", "length", "validation_failed", "cancelled"]
 
 @dataclass(frozen=True)
 class Usage:
-    """Token counts, with OpenAI's names."""
+    """Token counts, with OpenAI's names.
+
+    ``cached_tokens`` is the part of ``prompt_tokens`` served from the prefix cache instead of being
+    computed (OpenAI: ``usage.prompt_tokens_details.cached_tokens``).
+    """
 
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
