@@ -78,9 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--concurrency", default="1,4,8,16", help="comma-separated concurrencies")
     bench.add_argument("--max-new-tokens", type=int, default=128)
     bench.add_argument("--repeats", type=int, default=1, help="runs per system and concurrency (median)")
-    bench.add_argument("--markdown", default="docs/benchmarks.md",
-                       help="Markdown file whose throughput section is (re)written")
-    bench.add_argument("--plot", default="docs/img/throughput.png", help="PNG plot path")
+    bench.add_argument("--markdown", default=None,
+                       help="also write the table into this Markdown file's bench section (e.g. docs/benchmarks.md)")
+    bench.add_argument("--plot", default=None, help="also draw tokens/s vs concurrency into this PNG (needs matplotlib)")
     bench.set_defaults(handler=_bench)
     return parser
 
@@ -237,17 +237,20 @@ def _bench(args: argparse.Namespace) -> int:
     print(file=sys.stderr)
     engine.shutdown()
     table = markdown_table(rows)
+    print(table)  # the results first: nothing below can lose them
     where = f"{args.model or args.size} on {engine.device} ({engine.dtype}), canvas {engine.canvas_length}, " \
             f"max_new_tokens {args.max_new_tokens}, median of {args.repeats} run(s)"
     section = f"Measured by `diffgemma bench`: {where}.\n\n{table}\n"
     if args.plot:
         os.makedirs(os.path.dirname(args.plot) or ".", exist_ok=True)
         if plot(rows, args.plot, f"throughput, {args.model or args.size}"):
-            relative = os.path.relpath(args.plot, os.path.dirname(args.markdown) or ".")
+            relative = os.path.relpath(args.plot, os.path.dirname(args.markdown or ".") or ".")
             section += f"\n![tokens/s vs concurrency]({relative})\n"
+        else:
+            print(f"diffgemma: no plot written to {args.plot}: it needs matplotlib (pip install matplotlib)",
+                  file=sys.stderr)
     if args.markdown:
         _write_section(args.markdown, "throughput", section)
-    print(table)
     return 0
 
 

@@ -115,6 +115,13 @@ def test_bench_writes_a_table_section_and_a_plot(tmp_path, capsys):
     assert text.count("<!-- bench:throughput:start -->") == 1 and "| 2 |" not in text
 
 
+def test_bench_prints_its_table_and_writes_no_file_unless_asked(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # not the repository root: no docs/ folder here
+    assert main(["bench", "--model", "tiny-random", "--concurrency", "1", "--max-new-tokens", "8"]) == 0
+    assert "| 1 | diffgemma engine |" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_plan_for_the_real_checkpoint_dimensions_answers_the_24gb_question(capsys):
     assert main(["plan", "--quantization", "int4", "--max-batch", "2", "--context", "8192"]) == 0
     out = capsys.readouterr().out
