@@ -14,19 +14,21 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .detokenizer import Detokenized
-from .errors import RepairBudgetExceeded, UnrepairableBlockError
-from .outputs import BlockEvent, FinalEvent, GenerationResult, GenerationStats, Usage
-from .validation import (
-    BlockValidation,
-    BlockView,
-    OnExhausted,
-    RepairAction,
-    RepairAttempt,
-    Severity,
-    ValidationReport,
-    ValidationSummary,
+from .api.window_rules import (
+    GiveUp,
+    Verdict,
+    block_record,
+    derived_seed,
+    exhausted_error,
+    give_up,
+    judge,
+    next_attempt,
 )
+from .detokenizer import Detokenized
+from .outputs import BlockEvent, FinalEvent, GenerationResult, GenerationStats, Usage
+from .validation import BlockValidation, BlockView, RepairAction, ValidationReport, ValidationSummary
+
+__all__ = ["BlockSettler", "derived_seed"]  # derived_seed lives in api.window_rules; re-exported here
 
 if TYPE_CHECKING:
     from .core import EngineCore
@@ -69,16 +71,13 @@ class BlockSettler:
             self._commit(sequence, candidate, validation=None)
             return
         view = self._view(sequence, candidate)
-        report = sequence.checker.check(view)
-        if report.passed:
+        judgement = judge(sequence.checker, view, sequence.block_attempts)
+        report, decision = judgement.report, judgement.decision
+        if judgement.verdict is Verdict.COMMIT:
             self._commit_checked(sequence, candidate, view, report)
-            return
-        decision = sequence.checker.decide(view, report, tuple(sequence.block_attempts))
-        if decision.action is RepairAction.ACCEPT:
-            self._commit_checked(sequence, candidate, view, report)
-        elif decision.action is RepairAction.REPAIR:
+        elif judgement.verdict is Verdict.REPAIR:
             self._repair(sequence, report, decision.positions, decision.steps)
-        elif decision.action is RepairAction.REGENERATE:
+        elif judgement.verdict is Verdict.REGENERATE:
             self._regenerate(sequence, report, decision.sampler_overrides)
         else:
             sequence.checker.on_exhausted(view, report)
@@ -115,32 +114,20 @@ class BlockSettler:
         if sequence.block.attempt > 0:
             sequence.block_extra_steps += steps
         sequence.repairs += 1
-        sequence.block_attempts.append(RepairAttempt(len(sequence.block_attempts) + 1, action, positions, steps,
-                                                     report.violations))
+        sequence.block_attempts.append(next_attempt(sequence.block_attempts, action, positions, steps, report))
 
     def _give_up(self, sequence: Sequence, candidate: _Candidate, view: BlockView, report: ValidationReport) -> None:
-        mode = sequence.params.on_exhausted
-        if mode is OnExhausted.RETURN_FLAGGED:
+        mode = give_up(sequence.params.on_exhausted)
+        if mode is GiveUp.COMMIT_FLAGGED:
             self._commit_checked(sequence, candidate, view, report, finish_reason="validation_failed")
             return
-        record = self._record(sequence, view, report, passed=False)
-        if mode is OnExhausted.TRUNCATE:
-            sequence.validations.append(record)
+        sequence.validations.append(self._record(sequence, view, report, passed=False))
+        if mode is GiveUp.TRUNCATE:
             self._finish(sequence, "validation_failed", None)
         else:
-            unrepairable = any(v.fails and (not v.repairable or v.severity >= Severity.FATAL) for v in report.violations)
-            error_type = UnrepairableBlockError if unrepairable else RepairBudgetExceeded
-            sequence.validations.append(record)
-            error = error_type(
-                f"block {view.index} of request {sequence.request_id} failed validation: "
-                + "; ".join(f"{v.validator}/{v.code}: {v.message}" for v in report.failing),
-                partial=self._result(sequence, "validation_failed", None),
-                block_index=view.index,
-                violations=report.violations,
-                attempts=tuple(sequence.block_attempts),
-                candidate_text=view.text,
-            )
-            self.core.fail(sequence, error)
+            partial = self._result(sequence, "validation_failed", None)
+            self.core.fail(sequence, exhausted_error(sequence.request_id, view, report, partial=partial,
+                                                     attempts=sequence.block_attempts))
 
     # -- commit and finish -------------------------------------------------------------------------
 
@@ -228,19 +215,8 @@ class BlockSettler:
 
     def _record(self, sequence: Sequence, view: BlockView, report: ValidationReport, passed: bool) -> BlockValidation:
         extra = sequence.block_extra_steps + (sequence.block.steps if sequence.block.attempt > 0 else 0)
-        return BlockValidation(
-            block_index=view.index,
-            passed=passed,
-            attempts=tuple(sequence.block_attempts),
-            violations=report.violations,
-            repaired_positions=tuple(sorted(sequence.block_repaired)),
-            extra_steps=extra,
-        )
-
-
-def derived_seed(seed: int, block_index: int, attempt: int) -> int:
-    """The seed of a repair or regeneration: different from the failed attempt's, reproducible per request."""
-    return (seed * 1_000_003 + block_index * 10_007 + attempt * 101) % (2**63)
+        return block_record(view, report, passed=passed, attempts=sequence.block_attempts, extra_steps=extra,
+                            repaired_positions=tuple(sorted(sequence.block_repaired)))
 
 
 def _derived_generator(sequence: Sequence, block_index: int, attempt: int, device: torch.device) -> torch.Generator:
