@@ -15,6 +15,7 @@ from ._text import token_span
 
 STATE_KEY = "json"
 MISSING_JSONSCHEMA = "the 'schema' option needs the jsonschema package (pip install jsonschema)"
+TOO_DEEP = "the document nests too deeply to check"
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,9 @@ class JsonOutput:
     """Every block must keep the response a prefix of some JSON document (optionally inside a ```json fence):
     the first character that makes that impossible is an ERROR (``json_invalid``). At the final block the
     document must be complete (``json_incomplete``) and, with a ``schema`` option, valid against that JSON
-    Schema (``json_schema``; needs the ``jsonschema`` package)."""
+    Schema (``json_schema``). The schema is untrusted: its ``$ref``s must resolve inside it (no network or
+    file access), reference cycles that never descend into the document are refused, and its regexes run
+    on RE2 (see ``_json_schema``)."""
 
     name = "builtin.json"
     stage = 1
@@ -78,9 +81,14 @@ class JsonOutput:
             document = json.loads(strip_code_fence(block.committed_text + block.text))
         except ValueError as error:
             return [Violation(self.name, "json_invalid", f"does not parse: {error}", spans=whole_block)]
+        except RecursionError:
+            return [Violation(self.name, "json_invalid", TOO_DEEP, spans=whole_block, repairable=False)]
         if options.schema_validator is None:
             return []
-        errors = sorted(options.schema_validator.iter_errors(document), key=lambda e: list(map(str, e.absolute_path)))
+        try:
+            errors = sorted(options.schema_validator.iter_errors(document), key=lambda e: list(map(str, e.absolute_path)))
+        except RecursionError:
+            return [Violation(self.name, "json_schema", TOO_DEEP, spans=whole_block, repairable=False)]
         if not errors:
             return []
         paths = tuple("/" + "/".join(map(str, e.absolute_path)) for e in errors)
@@ -93,15 +101,8 @@ class JsonOutput:
 
 
 def _schema_validator(schema: Any) -> Any:
-    if not isinstance(schema, (Mapping, bool)):
-        raise ValueError(f"schema must be a JSON Schema object, got {type(schema).__name__}")
     try:
-        import jsonschema
+        from ._json_schema import safe_schema_validator
     except ImportError as error:
         raise ValueError(MISSING_JSONSCHEMA) from error
-    validator_class = jsonschema.validators.validator_for(schema)
-    try:
-        validator_class.check_schema(schema)
-    except jsonschema.SchemaError as error:
-        raise ValueError(f"schema is not a valid JSON Schema: {error.message}") from error
-    return validator_class(schema)
+    return safe_schema_validator(schema)
