@@ -9,6 +9,8 @@ from .registry import DEFAULT_MODEL
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+DEFAULT_PREFIX_CACHE_BYTES = 1 << 30
+DEFAULT_PREFILL_CHUNK_TOKENS = 2048
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,17 @@ class EngineConfig:
         quantization: weight-only ``"int8"`` or ``"int4"`` (fused MoE experts included), or ``None``.
         offload: ``"experts"`` keeps the fused MoE experts (most of the weights) in host memory and
             streams them to the GPU for each forward (needs a cuda device and ``accelerate``), or ``None``.
+        prefix_cache: share the encoder KV of repeated prompt prefixes (system prompts, RAG contexts,
+            chat history including the model's own committed answers) across requests, in blocks of
+            64 tokens. On by default.
+        prefix_cache_bytes: the most bytes of KV the prefix cache keeps (least recently used blocks are
+            evicted beyond it); the memory planner reserves it on a GPU. Default 1 GiB.
+        prefill_chunk_tokens: prompt tokens encoded per encoder pass. Longer prompts are encoded in
+            chunks, so prefill memory grows linearly with the prompt. Default 2048.
+        max_running_tokens: admit a waiting request only while the running requests' tokens (prompt +
+            ``max_new_tokens`` each) stay within this budget, as well as ``max_running``; a request larger
+            than the budget runs alone. ``None`` (the default): on a GPU, what the memory planner says
+            the KV memory next to the weights holds; on the host, unbounded.
     """
 
     model: str = DEFAULT_MODEL
@@ -39,6 +52,10 @@ class EngineConfig:
     validation: bool = True
     quantization: str | None = None
     offload: str | None = None
+    prefix_cache: bool = True
+    prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES
+    prefill_chunk_tokens: int = DEFAULT_PREFILL_CHUNK_TOKENS
+    max_running_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
@@ -47,13 +64,16 @@ class EngineConfig:
             raise InvalidRequestError("device", f"must be one of {DEVICES} (optionally with ':index')")
         if self.dtype not in DTYPES:
             raise InvalidRequestError("dtype", f"must be one of {DTYPES}, got {self.dtype!r}")
-        for name in ("max_running", "max_waiting"):
+        for name in ("max_running", "max_waiting", "prefill_chunk_tokens", "max_running_tokens"):
             value = getattr(self, name)
-            if name == "max_running" and value is None:
+            if name in ("max_running", "max_running_tokens") and value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidRequestError(name, f"must be a positive int, got {value!r}")
-        for name in ("compile", "validation"):
+        value = self.prefix_cache_bytes
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InvalidRequestError("prefix_cache_bytes", f"must be a non-negative int, got {value!r}")
+        for name in ("compile", "validation", "prefix_cache"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidRequestError(name, "must be a bool")
         from .placement import validate_offload

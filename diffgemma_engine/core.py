@@ -28,10 +28,11 @@ from .window import BlockSettler
 class EngineCore:
     """Owns the scheduler, the model runner and the sequences; not thread-safe (one worker thread)."""
 
-    def __init__(self, loaded: LoadedModel, runner: ModelRunner, max_running: int) -> None:
+    def __init__(self, loaded: LoadedModel, runner: ModelRunner, max_running: int,
+                 max_running_tokens: int | None = None) -> None:  # fmt: skip
         self.loaded = loaded
         self.runner = runner
-        self.scheduler = Scheduler(max_running)
+        self.scheduler = Scheduler(max_running, max_running_tokens)
         self.settler = BlockSettler(self)
         self.steps = 0
 

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
+from .config import DEFAULT_PREFILL_CHUNK_TOKENS
 from .loader import LoadedModel
+from .prefix_cache import CachedBlock, PrefixCache, PrefixCacheStats, PromptTokenCounters
 
 
 @dataclass
@@ -26,6 +28,16 @@ class Prefix:
     length: int  # tokens encoded so far (prompt + committed canvases)
     version: int = 0  # bumps on every commit; keys the stacked-cache reuse
     serial: int = field(default_factory=itertools.count().__next__)  # unique per prefix, unlike id()
+    token_ids: list[int] = field(default_factory=list)  # the tokens encoded so far
+    cached_tokens: int = 0  # prompt tokens restored from the prefix cache instead of encoded
+    chain: list[CachedBlock] = field(default_factory=list)  # pinned prefix-cache blocks, in order
+    store: PrefixCache | None = None
+
+    def release(self) -> None:
+        """Unpin this prefix's cache blocks (idempotent); the sequence no longer needs them."""
+        if self.store is not None:
+            self.store.release(self.chain)
+        self.chain, self.store = [], None
 
 
 @dataclass(frozen=True)
@@ -57,7 +69,8 @@ class _StackedCache:
 class ModelRunner:
     """Runs the encoder and decoder of one loaded model on its device."""
 
-    def __init__(self, loaded: LoadedModel, compile_decoder: bool = False) -> None:
+    def __init__(self, loaded: LoadedModel, compile_decoder: bool = False, prefix_cache: PrefixCache | None = None,
+                 prefill_chunk_tokens: int = DEFAULT_PREFILL_CHUNK_TOKENS) -> None:  # fmt: skip
         self.loaded = loaded
         self.model = loaded.model
         # the first weight in memory: with expert offload, offloaded weights sit on the meta device
@@ -69,23 +82,121 @@ class ModelRunner:
         self._stack_key: tuple | None = None
         self._stack: tuple[_StackedCache, dict] | None = None
         self._decoder = torch.compile(self.model.forward, dynamic=True) if compile_decoder else self.model.forward
+        self.prefix_cache = prefix_cache
+        self.prefill_chunk_tokens = prefill_chunk_tokens
+        self.prompt_tokens = PromptTokenCounters()
+        self._sliding = [layer_type == "sliding_attention" for layer_type in self._layer_types]
 
     # -- encoder -----------------------------------------------------------------------------------
 
     @torch.inference_mode()
     def prefill(self, prompt_ids: Sequence[int]) -> Prefix:
-        """Encode the prompt into a fresh cache."""
-        cache = DynamicCache(config=self._text_config)
-        ids = torch.tensor([list(prompt_ids)], dtype=torch.long, device=self.device)
-        self._encode(ids, cache, start=0)
-        return Prefix(cache=cache, length=len(prompt_ids))
+        """Encode the prompt into a fresh cache: the longest cached prefix is restored, the rest is
+        encoded in chunks of at most ``prefill_chunk_tokens`` (and its whole blocks are cached)."""
+        prefix = Prefix(cache=DynamicCache(config=self._text_config), length=0, token_ids=list(prompt_ids),
+                        store=self.prefix_cache)  # fmt: skip
+        if self.prefix_cache is not None:
+            prefix.chain = self.prefix_cache.match(prefix.token_ids)
+            if prefix.chain:
+                self._restore(prefix.cache, prefix.chain)
+                prefix.length = prefix.cached_tokens = prefix.chain[-1].end
+        try:
+            self._extend(prefix, prefix.token_ids[prefix.length:])
+        except BaseException:
+            prefix.release()
+            raise
+        self.prompt_tokens.add(prefix.cached_tokens, len(prefix.token_ids) - prefix.cached_tokens)
+        return prefix
 
     @torch.inference_mode()
     def commit(self, prefix: Prefix, canvas: torch.Tensor) -> None:
-        """Encode a finished canvas into the prefix cache (the reference's "commit")."""
-        self._encode(canvas.to(self.device).reshape(1, -1).clone(), prefix.cache, start=prefix.length)
-        prefix.length += canvas.shape[-1]
+        """Encode a finished canvas into the prefix cache (the reference's "commit"); its whole blocks
+        join the prefix cache, so a later prompt that repeats this answer reuses them."""
+        ids = canvas.reshape(-1).tolist()
+        prefix.token_ids.extend(ids)
+        self._extend(prefix, ids, whole=canvas.to(self.device).reshape(1, -1).clone())
         prefix.version += 1
+
+    def prefix_cache_stats(self) -> PrefixCacheStats:
+        """Cumulative cached vs computed prompt tokens, and the cache's contents now."""
+        if self.prefix_cache is None:
+            return PrefixCache(budget_bytes=0).stats(self.prompt_tokens)
+        return self.prefix_cache.stats(self.prompt_tokens)
+
+    def _extend(self, prefix: Prefix, ids: Sequence[int], whole: torch.Tensor | None = None) -> None:
+        """Encode ``ids`` after the prefix, ``prefill_chunk_tokens`` at a time (attention memory stays
+        bounded by the chunk times the context), storing every block they complete."""
+        chunk = self.prefill_chunk_tokens
+        for offset in range(0, len(ids), chunk):
+            if whole is not None and len(ids) <= chunk:
+                piece = whole
+            else:
+                piece = torch.tensor([list(ids[offset:offset + chunk])], dtype=torch.long, device=self.device)
+            start = prefix.length
+            recording = prefix.store is not None
+            if recording:
+                self._record_sliding(prefix.cache, True)
+            try:
+                self._encode(piece, prefix.cache, start=start)
+                prefix.length = start + piece.shape[1]
+                if recording:
+                    self._store_blocks(prefix, start)
+            finally:
+                if recording:
+                    self._record_sliding(prefix.cache, False)
+
+    def _record_sliding(self, cache: DynamicCache, on: bool) -> None:
+        """While on, sliding layers keep every new token's KV (to be stored); off trims them back to the
+        ``window - 1`` tokens that computing without recording would have kept."""
+        for layer, sliding in zip(cache.layers, self._sliding):
+            if not sliding:
+                continue
+            layer.record_past = on
+            keep = layer.sliding_window - 1
+            if not on and layer.keys is not None and layer.keys.numel() and layer.keys.shape[-2] > keep:
+                layer.keys = layer.keys[:, :, -keep:, :].clone()
+                layer.values = layer.values[:, :, -keep:, :].clone()
+
+    def _store_blocks(self, prefix: Prefix, start: int) -> None:
+        """Store the blocks that the encode from ``start`` to ``prefix.length`` completed, chained after
+        the prefix's last stored block (stops at the first block that cannot be stored)."""
+        store, size = prefix.store, prefix.store.block_tokens
+        end = prefix.length
+        for first in range((start // size) * size, end - size + 1, size):
+            depth = first // size
+            if len(prefix.chain) != depth:  # the chain broke earlier (a block did not fit)
+                return
+            keys, values = [], []
+            for layer in prefix.cache.layers:
+                held = layer.keys.shape[-2]
+                offset = first - (end - held)  # where token ``first`` sits in this layer's tensors
+                if offset < 0:
+                    return  # a sliding layer no longer holds it
+                keys.append(layer.keys[:, :, offset:offset + size, :].clone())
+                values.append(layer.values[:, :, offset:offset + size, :].clone())
+            parent = prefix.chain[-1] if prefix.chain else None
+            block = store.insert(parent, prefix.token_ids[first:first + size], keys, values)
+            if block is None:
+                return
+            prefix.chain.append(block)
+
+    def _restore(self, cache: DynamicCache, chain: Sequence[CachedBlock]) -> None:
+        """Fill an empty cache with the chain's KV: every token for full-attention layers, the last
+        ``window - 1`` for sliding layers, exactly the state encoding those tokens leaves."""
+        length = chain[-1].end
+        for index, (layer, sliding) in enumerate(zip(cache.layers, self._sliding)):
+            blocks = chain
+            if sliding:
+                keep = layer.sliding_window - 1
+                needed = -(-keep // len(chain[0].tokens)) if keep > 0 else 0
+                blocks = chain[-needed:] if needed else chain[-1:]
+            keys = torch.cat([block.keys[index] for block in blocks], dim=-2)
+            values = torch.cat([block.values[index] for block in blocks], dim=-2)
+            layer.update(keys.to(self.device), values.to(self.device))
+            if sliding:
+                layer.keys = layer.keys[:, :, -(layer.sliding_window - 1):, :].clone()
+                layer.values = layer.values[:, :, -(layer.sliding_window - 1):, :].clone()
+                layer.cumulative_length = length
 
     def _encode(self, ids: torch.Tensor, cache: DynamicCache, start: int) -> None:
         length = ids.shape[1]

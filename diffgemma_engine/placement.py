@@ -23,7 +23,7 @@ import torch
 
 from .errors import InvalidRequestError, ModelLoadError
 from .offload import OffloadPlan, expert_offload_plan
-from .planner import format_bytes, plan_memory, request_bytes, safe_max_running, usable_bytes
+from .planner import format_bytes, plan_memory, request_bytes, safe_max_running, safe_running_tokens, usable_bytes
 
 DEFAULT_MAX_RUNNING = 16
 """``max_running`` when nothing bounds it (host memory; the planner has no device budget to apply)."""
@@ -52,6 +52,7 @@ class Placement:
     offload: OffloadPlan | None = None
     device_memory_bytes: int | None = None
     reason: str = ""
+    max_running_tokens: int | None = None  # the scheduler's token budget (None: unbounded)
 
 
 def validate_offload(mode: Any) -> str | None:
@@ -70,6 +71,8 @@ def plan_placement(
     offload: str | None = None,
     max_running: int | None = None,
     device_memory_bytes: int | None = None,
+    prefix_cache_bytes: int = 0,
+    max_running_tokens: int | None = None,
 ) -> Placement:
     """Decide where ``model`` goes on ``device`` (see the module docstring).
 
@@ -84,18 +87,22 @@ def plan_placement(
                 "already holds every weight in host memory (use a cuda device, or leave offload unset)"
             )
         chosen = max_running if max_running is not None else DEFAULT_MAX_RUNNING
-        return Placement(device, chosen, reason="set by the caller" if max_running is not None else "host default")
+        return Placement(device, chosen, reason="set by the caller" if max_running is not None else "host default",
+                         max_running_tokens=max_running_tokens)  # fmt: skip
     memory = device_memory_bytes if device_memory_bytes is not None else free_cuda_memory(device)
     dtype_name = _dtype_name(dtype)
     source = model
     if offload is not None:
         plan = expert_offload_plan(source, memory, quantization=quantization, dtype=dtype_name,
                                    max_batch=max_running or 1, device=cuda_index(device))  # fmt: skip
-        resident = replace(plan_memory(source, quantization=quantization, dtype=dtype_name, card_sizes_gb=()),
+        resident = replace(plan_memory(source, quantization=quantization, dtype=dtype_name, card_sizes_gb=(),
+                                       prefix_cache_bytes=prefix_cache_bytes),
                            weight_bytes=plan.gpu_weight_bytes)  # fmt: skip
         fitting = safe_max_running(resident, memory)
-        return _placement(device, max_running, fitting, memory, plan, "experts in host memory")
-    plan = plan_memory(source, quantization=quantization, dtype=dtype_name, card_sizes_gb=())
+        chosen = _placement(device, max_running, fitting, memory, plan, "experts in host memory")
+        return _with_token_budget(chosen, resident, memory, max_running_tokens)
+    plan = plan_memory(source, quantization=quantization, dtype=dtype_name, card_sizes_gb=(),
+                       prefix_cache_bytes=prefix_cache_bytes)  # fmt: skip
     fitting = safe_max_running(plan, memory)
     if fitting == 0:
         raise DeviceMemoryError(
@@ -105,7 +112,14 @@ def plan_placement(
             "quantize (quantization='int4'), keep the experts in host memory (offload='experts'), or see "
             "`diffgemma plan`"
         )
-    return _placement(device, max_running, fitting, memory, None, "device memory")
+    return _with_token_budget(_placement(device, max_running, fitting, memory, None, "device memory"), plan, memory,
+                              max_running_tokens)  # fmt: skip
+
+
+def _with_token_budget(placement: Placement, plan, memory: int, asked: int | None) -> Placement:
+    """The caller's token budget, or the tokens of KV the memory next to the weights holds."""
+    tokens = asked if asked is not None else safe_running_tokens(plan, memory, placement.max_running)
+    return replace(placement, max_running_tokens=tokens)
 
 
 def _placement(device: str, asked: int | None, fitting: int, memory: int, offload: OffloadPlan | None,

@@ -204,6 +204,7 @@ class MemoryPlan:
     total_bytes: int
     required_bytes: int
     verdicts: tuple[CardVerdict, ...]
+    prefix_cache_bytes: int = 0  # reserved for the shared prefix cache (EngineConfig.prefix_cache_bytes)
 
     @property
     def weight_mode(self) -> str:
@@ -382,6 +383,7 @@ def plan_memory(
     context: int | None = None,
     max_batch: int = 1,
     card_sizes_gb: Sequence[int] = CARD_SIZES_GB,
+    prefix_cache_bytes: int = 0,
 ) -> MemoryPlan:
     """Plan the device memory of serving ``source`` (see :func:`load_plan_config`).
 
@@ -419,7 +421,7 @@ def plan_memory(
     sampler = sampler_size(int(config.canvas_length), int(text.vocab_size))
     kv_copies = _kv_copies(max_batch)
     per_request = kv.bytes_per_request * kv_copies + sampler.bytes_per_row
-    total = weights + max_batch * per_request
+    total = weights + max_batch * per_request + prefix_cache_bytes
     plan = MemoryPlan(
         source=label,
         hidden_size=int(text.hidden_size),
@@ -442,6 +444,7 @@ def plan_memory(
         total_bytes=total,
         required_bytes=_required_device_bytes(total),
         verdicts=(),
+        prefix_cache_bytes=prefix_cache_bytes,
     )
     verdicts = tuple(_verdict(plan, size) for size in card_sizes_gb)
     return _replace_verdicts(plan, verdicts)
@@ -455,11 +458,21 @@ def safe_max_running(plan: MemoryPlan, device_memory_bytes: int) -> int:
     """
     if isinstance(device_memory_bytes, bool) or not isinstance(device_memory_bytes, int) or device_memory_bytes <= 0:
         raise InvalidRequestError("device_memory_bytes", f"must be a positive int, got {device_memory_bytes!r}")
-    free = usable_bytes(device_memory_bytes) - plan.weight_bytes
+    free = usable_bytes(device_memory_bytes) - plan.weight_bytes - plan.prefix_cache_bytes
     if free < request_bytes(plan, 1):
         return 0
     batched = plan.kv.bytes_per_request * KV_COPIES_WHEN_BATCHED + plan.sampler.bytes_per_row
     return max(1, int(free // batched))
+
+
+def safe_running_tokens(plan: MemoryPlan, device_memory_bytes: int, max_running: int) -> int:
+    """The scheduler's token budget: prompt + generated tokens of KV that fit next to the weights, the
+    prefix cache and ``max_running`` rows of sampler buffers (sliding layers counted uncapped; at least
+    one request at the plan's context)."""
+    free = usable_bytes(device_memory_bytes) - plan.weight_bytes - plan.prefix_cache_bytes
+    free -= max_running * plan.sampler.bytes_per_row
+    per_token = plan.kv.bytes_per_token * _kv_copies(max_running)
+    return max(plan.kv.context, int(free // per_token)) if per_token else plan.kv.context
 
 
 def usable_bytes(device_memory_bytes: int) -> int:

@@ -94,3 +94,18 @@ class Sequence:
     @property
     def remaining_tokens(self) -> int:
         return self.params.max_new_tokens - self.generated
+
+    @property
+    def cached_tokens(self) -> int:
+        """Prompt tokens restored from the prefix cache instead of encoded."""
+        return self.prefix.cached_tokens if self.prefix is not None else 0
+
+    @property
+    def budget_tokens(self) -> int:
+        """The tokens this request may hold at most (prompt + ``max_new_tokens``): its admission cost."""
+        return len(self.prompt_ids) + self.params.max_new_tokens
+
+    def release(self) -> None:
+        """Give back what the sequence pinned in shared caches (idempotent)."""
+        if self.prefix is not None:
+            self.prefix.release()

@@ -35,6 +35,7 @@ from .model_runner import ModelRunner
 from .outputs import Event, FinalEvent, GenerationResult
 from .params import SamplingParams
 from .placement import plan_placement
+from .prefix_cache import PrefixCache, PrefixCacheStats
 from .prompts import prompt_token_ids, render_messages
 from .registry import DEFAULT_MODEL, resolve_model_ref
 from .sequence import Sequence
@@ -58,11 +59,15 @@ class Engine:
         self.dtype = resolve_dtype(self.config.dtype, self.device)
         self.placement = plan_placement(self.config.model, self.device, self.dtype,
                                         quantization=self.config.quantization, offload=self.config.offload,
-                                        max_running=self.config.max_running)  # fmt: skip
+                                        max_running=self.config.max_running,
+                                        prefix_cache_bytes=self.config.prefix_cache_bytes if self.config.prefix_cache else 0,
+                                        max_running_tokens=self.config.max_running_tokens)  # fmt: skip
         self.loaded = load_model(self.config.model, self.device, self.dtype, self.config.quantization,
                                  offload=self.placement.offload)  # fmt: skip
-        self.runner = ModelRunner(self.loaded, compile_decoder=self.config.compile)
-        self.core = EngineCore(self.loaded, self.runner, self.max_running)
+        prefix_cache = PrefixCache(self.config.prefix_cache_bytes) if self.config.prefix_cache else None
+        self.runner = ModelRunner(self.loaded, compile_decoder=self.config.compile, prefix_cache=prefix_cache,
+                                  prefill_chunk_tokens=self.config.prefill_chunk_tokens)  # fmt: skip
+        self.core = EngineCore(self.loaded, self.runner, self.max_running, self.placement.max_running_tokens)
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._inbox: list[Sequence] = []
@@ -96,6 +101,10 @@ class Engine:
     @property
     def context_length(self) -> int:
         return self.loaded.context_length
+
+    def prefix_cache_stats(self) -> PrefixCacheStats:
+        """Cumulative prompt tokens served from the prefix cache vs computed, and the cache's size now."""
+        return self.runner.prefix_cache_stats()
 
     @property
     def is_alive(self) -> bool:
@@ -343,10 +352,11 @@ class _EngineRegistry:
 
 def _check_compatible(engine: Engine, wanted: EngineConfig) -> None:
     """An unset ``max_running`` accepts whatever the engine chose; every other setting must match."""
-    for name in ("max_running", "max_waiting", "compile", "validation", "quantization", "offload"):
+    for name in ("max_running", "max_waiting", "compile", "validation", "quantization", "offload", "prefix_cache",
+                 "prefix_cache_bytes", "prefill_chunk_tokens", "max_running_tokens"):
         running = engine.max_running if name == "max_running" else getattr(engine.config, name)
         asked = getattr(wanted, name)
-        if name == "max_running" and asked is None:
+        if name in ("max_running", "max_running_tokens") and asked is None:
             continue
         if running != asked:
             raise InvalidRequestError(
