@@ -1,0 +1,416 @@
+"""The FastAPI application of ``diffgemma serve``: routes over the shared engine.
+
+Every request is parsed strictly (:mod:`.openai_wire`), checked against the operator's limits, prepared
+(chat template, tools, response format) and tokenized in a worker thread — never on the event loop — and
+submitted to the engine. :mod:`.guard` sits in front of every route (host, origin, key, content type,
+body size, disconnects, metrics).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from diffgemma_engine import BlockEvent, EngineDeadError, FinalEvent, RequestStream
+
+from .._params import SAMPLING_OPTIONS, TOLERATED_OPTIONS, GenerationSettings, PreparedRequest, prepare_request
+from . import openai_wire as wire
+from .guard import AccessPolicy, Guard, allowed_host_set
+from .metrics import ServerMetrics
+
+DEFAULT_MAX_REQUEST_BYTES = 1_000_000
+DEFAULT_MAX_DENOISING_STEPS = 256
+"""The default cap on a request's ``max_denoising_steps`` (the checkpoints' own default is 48)."""
+DEFAULT_PREPARE_THREADS = 4
+ENGINE_WATCH_INTERVAL = 0.5
+
+NEUTRAL_VALUES = {"top_p": 1.0, "frequency_penalty": 0.0, "presence_penalty": 0.0}
+"""Standard sampler fields block diffusion has no use for, and the value at which they change nothing."""
+
+logger = logging.getLogger("diffgemma.server")
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """Caps an operator sets on every request; a request over one is refused with a 400 naming the field.
+
+    ``None`` means no cap beyond the engine's own (the context window)."""
+
+    max_denoising_steps: int | None = DEFAULT_MAX_DENOISING_STEPS
+    max_new_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_denoising_steps", "max_new_tokens"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive int or None, got {value!r}")
+
+
+@dataclass
+class ServerState:
+    """What the running app keeps between requests: in-flight generations and the lifecycle."""
+
+    engine: Any
+    limits: ServerLimits
+    model_names: tuple[str, ...]
+    executor: concurrent.futures.ThreadPoolExecutor
+    on_engine_dead: Callable[[], None] | None = None
+    in_flight: set[RequestStream] = field(default_factory=set)
+    shutting_down: bool = False
+    engine_dead: bool = False
+
+    def begin_shutdown(self) -> None:
+        """Refuse new requests and cancel every in-flight generation (each ends with a 503 / error event)."""
+        self.shutting_down = True
+        for handle in list(self.in_flight):
+            handle.cancel()
+
+    def check_engine(self) -> None:
+        if self.engine_dead or self.shutting_down or getattr(self.engine, "is_alive", True):
+            return
+        self.engine_dead = True
+        logger.critical("the engine is dead; the server stops so that a supervisor can restart it")
+        if self.on_engine_dead is not None:
+            self.on_engine_dead()
+
+
+def create_app(
+    engine: Any,
+    *,
+    api_key: str | None = None,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    max_denoising_steps: int | None = DEFAULT_MAX_DENOISING_STEPS,
+    max_new_tokens: int | None = None,
+    allowed_hosts: Iterable[str] | None = None,
+    protect_observability: bool = False,
+    served_model_names: Sequence[str] = (),
+    body_timeout: float = 30.0,
+    prepare_threads: int = DEFAULT_PREPARE_THREADS,
+    on_engine_dead: Callable[[], None] | None = None,
+) -> FastAPI:
+    """The FastAPI application serving ``engine`` (a :class:`diffgemma_engine.Engine`).
+
+    ``api_key``: bearer key of ``/v1/*`` (and of ``/health`` and ``/metrics`` with
+    ``protect_observability``). ``allowed_hosts``: names the ``Host``/``Origin`` headers may carry
+    (default: loopback names; ``"*"`` for any). ``max_denoising_steps`` / ``max_new_tokens``: per-request
+    caps (``None``: none). ``served_model_names``: the model ids ``/v1/models`` lists and requests may
+    name (default: the engine's model name). ``on_engine_dead`` is called once when the engine dies
+    (``serve`` stops the server with a non-zero exit status).
+    """
+    limits = ServerLimits(max_denoising_steps=max_denoising_steps, max_new_tokens=max_new_tokens)
+    names = tuple(dict.fromkeys(served_model_names or (engine.model_name,)))
+    state = ServerState(engine, limits, names,
+                        concurrent.futures.ThreadPoolExecutor(prepare_threads, thread_name_prefix="diffgemma-prepare"),
+                        on_engine_dead=on_engine_dead)
+    settings = GenerationSettings(engine=engine, on_validation_failure="return_flagged")
+    metrics = ServerMetrics(engine)
+    policy = AccessPolicy(api_key=api_key, allowed_hosts=allowed_host_set(allowed_hosts),
+                          protect_observability=protect_observability, max_request_bytes=max_request_bytes,
+                          body_timeout=body_timeout)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        watchdog = asyncio.ensure_future(_watch_engine(state))
+        try:
+            yield
+        finally:
+            watchdog.cancel()
+            state.begin_shutdown()
+            state.executor.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title="diffgemma", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    app.state.server = state
+    app.state.metrics = metrics
+    app.add_middleware(Guard, policy=policy, metrics=metrics)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        if error.status_code == 404:
+            api = wire.ApiError(404, f"no route {request.url.path!r}", "invalid_request_error", code="not_found")
+        elif error.status_code == 405:
+            api = wire.ApiError(405, f"method {request.method} is not allowed here", "invalid_request_error",
+                                code="method_not_allowed")
+        else:
+            api = wire.ApiError(error.status_code, str(error.detail), "invalid_request_error")
+        return _error_response(api)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        return _error_response(wire.invalid("malformed request"))
+
+    @app.get("/health")
+    async def health(request: Request) -> JSONResponse:
+        state.check_engine()
+        status = "shutting_down" if state.shutting_down else ("ok" if engine.is_alive else "dead")
+        body: dict[str, Any] = {"status": status}
+        if policy.api_key is None or policy.key_matches(request.headers.get("authorization", "")):
+            body["model"] = names[0]
+        return JSONResponse(body, status_code=200 if status == "ok" else 503,
+                            headers=None if status == "ok" else {"retry-after": "5"})
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        payload, media_type = metrics.render()
+        return Response(payload, media_type=media_type)
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        context = getattr(engine, "context_length", None)
+        return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "diffgemma",
+                                            "max_model_len": context} for name in names]}
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        return await _complete(request, chat=True)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        return await _complete(request, chat=False)
+
+    async def _complete(request: Request, chat: bool) -> Response:
+        rename: dict[str, str] = {}
+        try:
+            _check_serving(state)
+            raw = await request.body()
+            parsed = wire.parse_request(wire.ChatCompletionRequest if chat else wire.CompletionRequest, raw)
+            wire.refuse_unsupported(parsed)
+            if parsed.model is not None and parsed.model not in names:
+                raise wire.ApiError(404, f"the model {parsed.model!r} does not exist; this server serves "
+                                         f"{', '.join(map(repr, names))}", "invalid_request_error",
+                                    param="model", code="model_not_found")
+            rename = _renames(parsed, chat)
+            call = _call(parsed, chat, state.limits, metrics, engine)
+            prepared, handle = await _in_thread(state, lambda: _submit(settings, call))
+        except Exception as error:
+            api = wire.api_error(error, rename)
+            if isinstance(error, EngineDeadError):
+                state.check_engine()
+            if api.status >= 500 and not isinstance(error, (wire.ApiError, EngineDeadError)):
+                logger.error("error preparing a request", exc_info=error)
+            return _error_response(api)
+        state.in_flight.add(handle)
+        reply = wire.Reply(id=f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", created=int(time.time()),
+                           model=parsed.model or names[0], chat=chat)
+        if parsed.stream:
+            include_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
+            events = _sse(state, metrics, prepared, handle, reply, include_usage, rename)
+            return StreamingResponse(events, media_type="text/event-stream",
+                                     headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+        return await _answer(state, metrics, prepared, handle, reply, rename)
+
+    return app
+
+
+# -- one request ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Call:
+    """A parsed request as ``prepare_request`` arguments, plus SamplingParams fields it does not take."""
+
+    prompt: str | None
+    turns: list[Any] | None
+    stop: list[str]
+    tools: list[dict[str, Any]]
+    tool_choice: str | None
+    response_format: dict[str, Any] | None
+    parallel_tool_calls: bool
+    options: dict[str, Any]
+    direct: dict[str, Any]
+    default_caps: dict[str, int]
+
+
+def _renames(parsed: Any, chat: bool) -> dict[str, str]:
+    tokens_field = "max_completion_tokens" if getattr(parsed, "max_completion_tokens", None) is not None else "max_tokens"
+    return {"max_new_tokens": tokens_field, "max_tokens": tokens_field, "prompt": "messages" if chat else "prompt",
+            "on_exhausted": "on_validation_failure"}
+
+
+def _call(parsed: Any, chat: bool, limits: ServerLimits, metrics: ServerMetrics, engine: Any) -> _Call:
+    options: dict[str, Any] = {}
+    direct: dict[str, Any] = {}
+    for name in wire.ENGINE_FIELDS:
+        value = getattr(parsed, name)
+        if value is None:
+            continue
+        if name in SAMPLING_OPTIONS:
+            options[name] = value
+        else:  # a SamplingParams field the adapters' settings do not carry (stop_token_ids, ignore_eos, ...)
+            direct[name] = tuple(value) if isinstance(value, list) else value
+    for name in ("temperature", "seed", "on_validation_failure"):
+        if getattr(parsed, name) is not None:
+            options[name] = getattr(parsed, name)
+    for name, neutral in NEUTRAL_VALUES.items():
+        value = getattr(parsed, name)
+        if value is None:
+            continue
+        if name in SAMPLING_OPTIONS or name in TOLERATED_OPTIONS:
+            options[name] = value
+        elif value != neutral:
+            raise wire.invalid(f"{name}: block diffusion does not use it; only {neutral:g} (no effect) is accepted",
+                               param=name)
+    max_tokens = getattr(parsed, "max_completion_tokens", None)
+    tokens_field = "max_completion_tokens" if max_tokens is not None else "max_tokens"
+    if max_tokens is None:
+        max_tokens = parsed.max_tokens
+    if max_tokens is not None:
+        options["max_tokens"] = max_tokens
+    default_caps = _apply_limits(options, tokens_field, limits, metrics, engine)
+    stop = [parsed.stop] if isinstance(parsed.stop, str) else list(parsed.stop or ())
+    if chat:
+        tools = [tool.model_dump(exclude_none=True) for tool in parsed.tools or ()]
+        return _Call(None, wire.to_turns(parsed.messages), stop, tools, wire.tool_choice(parsed),
+                     wire.response_format(parsed),
+                     parsed.parallel_tool_calls if parsed.parallel_tool_calls is not None else True,
+                     options, direct, default_caps)
+    return _Call(wire.completion_prompt(parsed), None, stop, [], None, wire.response_format(parsed), True,
+                 options, direct, default_caps)
+
+
+def _apply_limits(options: dict[str, Any], tokens_field: str, limits: ServerLimits, metrics: ServerMetrics,
+                  engine: Any) -> dict[str, int]:
+    """Refuse values over a cap; returns the caps to apply when the request leaves the value to the model."""
+    defaults = getattr(getattr(engine, "loaded", None), "defaults", None)
+    caps = {}
+    for option, param, cap, default_name in (
+        ("max_denoising_steps", "max_denoising_steps", limits.max_denoising_steps, "max_denoising_steps"),
+        ("max_tokens", tokens_field, limits.max_new_tokens, "max_new_tokens"),
+    ):
+        if cap is None:
+            continue
+        value = options.get(option)
+        if isinstance(value, int) and not isinstance(value, bool) and value > cap:
+            metrics.refused.labels(option).inc()
+            raise wire.invalid(f"{param}: {value} is over this server's limit of {cap}", param=param,
+                               code="over_server_limit")
+        default = getattr(defaults, default_name, None)
+        if value is None and (default is None or default > cap):
+            caps[option] = cap
+    return caps
+
+
+def _submit(settings: GenerationSettings, call: _Call) -> tuple[PreparedRequest, RequestStream]:
+    """Render, tokenize and submit (in a worker thread: templates and tokenizers are CPU work)."""
+    options = {**call.default_caps, **call.options}
+    if call.prompt is not None:
+        prepared = prepare_request(settings, prompt=call.prompt, stop=call.stop,
+                                   response_format=call.response_format, **options)
+    else:
+        prepared = prepare_request(settings, turns=call.turns, stop=call.stop, tools=call.tools,
+                                   tool_choice=call.tool_choice, response_format=call.response_format,
+                                   parallel_tool_calls=call.parallel_tool_calls, **options)
+    if call.direct:
+        prepared = dataclasses.replace(prepared, params=dataclasses.replace(prepared.params, **call.direct))
+    return prepared, prepared.submit()
+
+
+async def _in_thread(state: ServerState, work: Callable[[], tuple[PreparedRequest, RequestStream]]):
+    """Run ``work`` in the preparation pool; a request submitted after its client left is cancelled."""
+    future = asyncio.get_running_loop().run_in_executor(state.executor, work)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        future.add_done_callback(_cancel_submitted)
+        raise
+
+
+def _cancel_submitted(future: asyncio.Future) -> None:
+    if not future.cancelled() and future.exception() is None:
+        future.result()[1].cancel()
+
+
+def _check_serving(state: ServerState) -> None:
+    if state.shutting_down:
+        raise wire.ApiError(503, "the server is shutting down", "server_error", code="server_shutting_down",
+                            retry_after=5)
+    state.check_engine()
+    if state.engine_dead:
+        raise wire.ApiError(503, "the engine is dead; the server is restarting", "server_error",
+                            code="engine_dead", retry_after=5)
+
+
+async def _answer(state: ServerState, metrics: ServerMetrics, prepared: PreparedRequest, handle: RequestStream,
+                  reply: wire.Reply, rename: dict[str, str]) -> Response:
+    try:
+        result = await handle.aresult()
+    except Exception as error:
+        if isinstance(error, EngineDeadError):
+            state.check_engine()
+        return _error_response(wire.api_error(error, rename))
+    finally:  # a task cancelled because the client left ends here with the generation still running
+        _release(state, metrics, handle)
+    metrics.record(result)
+    assembler = prepared.tool_assembler()
+    content, calls = (result.text, []) if assembler is None else assembler.finish(result.token_ids)
+    calls = calls if prepared.parallel_tool_calls else calls[:1]
+    return JSONResponse(wire.response_body(reply, result, content, calls))
+
+
+async def _sse(state: ServerState, metrics: ServerMetrics, prepared: PreparedRequest, handle: RequestStream,
+               reply: wire.Reply, include_usage: bool, rename: dict[str, str]) -> AsyncIterator[bytes]:
+    """Server-sent events: one chunk per committed block; an error becomes an error event; always ``[DONE]``."""
+    assembler = prepared.tool_assembler()
+    try:
+        if reply.chat:
+            yield wire.sse(wire.chunk(reply, role=True))
+        async for event in handle:
+            if isinstance(event, BlockEvent):
+                text = event.text if assembler is None else assembler.add_block(event.token_ids)
+                if text:
+                    yield wire.sse(wire.chunk(reply, text=text))
+            elif isinstance(event, FinalEvent):
+                result = event.result
+                metrics.record(result)
+                calls: list[Any] = []
+                if assembler is not None:
+                    text, calls = assembler.finish(result.token_ids)
+                    calls = calls if prepared.parallel_tool_calls else calls[:1]
+                    if text:
+                        yield wire.sse(wire.chunk(reply, text=text))
+                    if calls:
+                        yield wire.sse(wire.chunk(reply, tool_calls=calls))
+                yield wire.sse(wire.chunk(reply, finish=wire.finish_reason(result, bool(calls)),
+                                          extra={"validation": wire.validation(result)}))
+                if include_usage:
+                    yield wire.sse(wire.usage_chunk(reply, result))
+    except Exception as error:
+        if isinstance(error, EngineDeadError):
+            state.check_engine()
+        api = wire.api_error(error, rename)
+        if api.status >= 500 and api.code == "internal_error":
+            logger.error("error while streaming", exc_info=error)
+        yield wire.sse({"error": {**api.body()["error"], "status": api.status}})
+    finally:  # closed early (the client left): the generation is cancelled
+        _release(state, metrics, handle)
+    yield wire.sse("[DONE]")
+
+
+def _release(state: ServerState, metrics: ServerMetrics, handle: RequestStream) -> None:
+    if not handle.done:
+        metrics.cancelled.inc()
+        handle.cancel()
+    state.in_flight.discard(handle)
+
+
+def _error_response(error: wire.ApiError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers())
+
+
+async def _watch_engine(state: ServerState) -> None:
+    while True:
+        await asyncio.sleep(ENGINE_WATCH_INTERVAL)
+        state.check_engine()
