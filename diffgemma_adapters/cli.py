@@ -67,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_engine_options(serve)
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1/ routes")
+    _add_serve_options(serve)
     serve.set_defaults(handler=_serve)
 
     bench = commands.add_parser("bench", help="throughput: our engine vs model.generate() at several concurrencies")
@@ -206,8 +206,50 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"diffgemma: the server needs the 'server' extra (pip install 'diffgemma-plugins[server]'): {error}",
               file=sys.stderr)
         return 1
-    serve(args.model, host=args.host, port=args.port, api_key=args.api_key, **_engine_settings(args))
-    return 0
+    from .server import resolve_api_key
+
+    if args.api_key is not None:
+        print("diffgemma: warning: --api-key is visible to every user in the process list; "
+              "prefer --api-key-file or $DIFFGEMMA_API_KEY", file=sys.stderr)
+    return serve(
+        args.model, host=args.host, port=args.port, api_key=resolve_api_key(args.api_key, args.api_key_file),
+        max_request_bytes=args.max_request_bytes, max_denoising_steps=args.max_denoising_steps or None,
+        max_new_tokens=args.max_new_tokens, allowed_hosts=args.allowed_hosts,
+        protect_observability=args.protect_health_and_metrics, served_model_names=args.served_model_names,
+        header_timeout=args.header_timeout, idle_timeout=args.idle_timeout, body_timeout=args.body_timeout,
+        shutdown_grace=args.shutdown_grace, max_connections=args.max_connections, **_engine_settings(args),
+    )
+
+
+def _add_serve_options(serve: argparse.ArgumentParser) -> None:
+    key = serve.add_argument_group("access (see docs/serving.md, 'Threat model')")
+    key.add_argument("--api-key-file", default=None,
+                     help="require 'Authorization: Bearer KEY' on /v1/ routes, KEY being this file's first line "
+                          "(also: $DIFFGEMMA_API_KEY)")
+    key.add_argument("--api-key", default=None, help="the key on the command line (visible in `ps`; prefer the file)")
+    key.add_argument("--allowed-host", action="append", default=None, dest="allowed_hosts", metavar="NAME",
+                     help="a name the Host/Origin headers may carry (repeatable, '*' for any; default: loopback "
+                          "names on a loopback bind, any name otherwise)")
+    key.add_argument("--protect-health-and-metrics", action="store_true",
+                     help="/health and /metrics need the key too")
+    key.add_argument("--served-model-name", action="append", default=[], dest="served_model_names", metavar="NAME",
+                     help="model id listed by /v1/models and accepted in requests (repeatable; default: the model)")
+    limits = serve.add_argument_group("limits")
+    limits.add_argument("--max-denoising-steps", type=int, default=256,
+                        help="the most denoising steps per canvas a request may ask for (default: 256; 0: no cap)")
+    limits.add_argument("--max-new-tokens", type=int, default=None,
+                        help="the most tokens a request may ask for (default: the context window)")
+    limits.add_argument("--max-request-bytes", type=int, default=1_000_000, help="request body limit (default: 1 MB)")
+    limits.add_argument("--max-connections", type=int, default=None,
+                        help="open connections at most; more get HTTP 503 (default: no cap)")
+    limits.add_argument("--header-timeout", type=float, default=10.0,
+                        help="seconds a connection may take to send a request's headers (default: 10)")
+    limits.add_argument("--body-timeout", type=float, default=30.0,
+                        help="seconds a request's body may take to arrive (default: 30)")
+    limits.add_argument("--idle-timeout", type=int, default=5,
+                        help="seconds an idle keep-alive connection stays open (default: 5)")
+    limits.add_argument("--shutdown-grace", type=int, default=10,
+                        help="seconds to wait for connections to close after SIGTERM (default: 10)")
 
 
 def _bench(args: argparse.Namespace) -> int:
