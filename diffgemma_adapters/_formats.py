@@ -18,11 +18,14 @@ as ``tiny-random``'s, they are plain text and everything works the same):
 Values are written like JSON except that object keys are bare and strings are delimited by ``<|"|>``.
 The parser also accepts JSON-quoted strings and quoted keys, so a JSON-speaking model is understood too.
 
-Nothing here imports an engine or a framework: it works on strings and token ids.
+Nothing here imports an engine or a framework: it works on strings and token ids. The value syntax itself
+(reading and prefix-checking) lives in :mod:`diffgemma_plugins.validators.gemma_syntax`, which the
+``builtin.tool_call`` validator shares.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -31,10 +34,18 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-TOOL_OPEN, TOOL_CLOSE = "<|tool>", "<tool|>"
-CALL_OPEN, CALL_CLOSE = "<|tool_call>", "<tool_call|>"
-RESPONSE_OPEN, RESPONSE_CLOSE = "<|tool_response>", "<tool_response|>"
-QUOTE = '<|"|>'
+from diffgemma_plugins.validators.gemma_syntax import (
+    CALL_CLOSE,
+    CALL_OPEN,
+    QUOTE,
+    RESPONSE_CLOSE,
+    RESPONSE_OPEN,
+    TOOL_CLOSE,
+    TOOL_OPEN,
+    parse_value,
+    value_prefix_end,
+)
+
 CALL_MARKERS = (CALL_OPEN, CALL_CLOSE, QUOTE)
 """The tokens a call is written with; they survive decoding even where they are special tokens."""
 REPLACEMENT = "\ufffd"
@@ -98,51 +109,7 @@ def format_tool_response(name: str, content: str) -> str:
     return f"{RESPONSE_OPEN}response:{name}{encode_value(value)}{RESPONSE_CLOSE}"
 
 
-def tools_instruction(tools: Sequence[Mapping[str, Any]], forced: str | None) -> str:
-    """The system-turn text that declares ``tools`` (and says which one must be called, if forced)."""
-    text = (
-        "You can call these tools. To call one, write "
-        f"{CALL_OPEN}call:NAME{{argument:value,...}}{CALL_CLOSE} and stop; its result comes back in a "
-        f"{RESPONSE_OPEN} turn.\n{declare_tools(tools)}"
-    )
-    if forced == "":
-        text += "\nYou must call one of these tools now."
-    elif forced:
-        text += f"\nYou must call the tool {forced} now."
-    return text
-
-
-def json_instruction(schema: Mapping[str, Any] | None) -> str:
-    """The system-turn text asking for JSON output (conforming to ``schema`` when given)."""
-    if schema is None:
-        return "Respond with a single JSON object and nothing else."
-    return (
-        "Respond with a single JSON value that conforms to this JSON Schema, and nothing else:\n"
-        + json.dumps(schema, ensure_ascii=False, sort_keys=True)
-    )
-
-
 # -- reading -------------------------------------------------------------------------------------------
-
-
-def parse_json_output(text: str) -> Any:
-    """The JSON value a response holds: the whole text, a fenced ```json block, or the outermost object.
-
-    Raises ``ValueError`` (naming the text) when there is none.
-    """
-    candidates = [text.strip()]
-    fenced = re.search(r"```(?:json)?\s*(.*?)```", text, re.DOTALL)
-    if fenced:
-        candidates.append(fenced.group(1).strip())
-    start, end = text.find("{"), text.rfind("}")
-    if 0 <= start < end:
-        candidates.append(text[start : end + 1])
-    for candidate in candidates:
-        try:
-            return json.loads(candidate)
-        except ValueError:
-            continue
-    raise ValueError(f"the response holds no JSON value: {text[:200]!r}")
 
 
 @dataclass(frozen=True)
@@ -158,130 +125,6 @@ class ToolCall:
     @property
     def valid(self) -> bool:
         return self.args is not None and self.error is None
-
-
-class _Parser:
-    """A recursive-descent reader of native (or JSON) values."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.pos = 0
-
-    def fail(self, what: str) -> ValueError:
-        return ValueError(f"{what} at offset {self.pos} of {self.text!r}")
-
-    def skip(self) -> None:
-        while self.pos < len(self.text) and self.text[self.pos].isspace():
-            self.pos += 1
-
-    def peek(self, token: str) -> bool:
-        return self.text.startswith(token, self.pos)
-
-    def expect(self, token: str) -> None:
-        self.skip()
-        if not self.peek(token):
-            raise self.fail(f"expected {token!r}")
-        self.pos += len(token)
-
-    def value(self) -> Any:
-        self.skip()
-        if self.peek("{"):
-            return self.object()
-        if self.peek("["):
-            return self.array()
-        if self.peek(QUOTE):
-            return self.native_string()
-        if self.peek('"'):
-            return self.json_string()
-        return self.scalar()
-
-    def object(self) -> dict[str, Any]:
-        self.expect("{")
-        result: dict[str, Any] = {}
-        self.skip()
-        if self.peek("}"):
-            self.pos += 1
-            return result
-        while True:
-            key = self.key()
-            self.expect(":")
-            result[key] = self.value()
-            self.skip()
-            if self.peek(","):
-                self.pos += 1
-                continue
-            self.expect("}")
-            return result
-
-    def array(self) -> list[Any]:
-        self.expect("[")
-        result: list[Any] = []
-        self.skip()
-        if self.peek("]"):
-            self.pos += 1
-            return result
-        while True:
-            result.append(self.value())
-            self.skip()
-            if self.peek(","):
-                self.pos += 1
-                continue
-            self.expect("]")
-            return result
-
-    def key(self) -> str:
-        self.skip()
-        if self.peek(QUOTE):
-            return self.native_string()
-        if self.peek('"'):
-            return self.json_string()
-        end = self.text.find(":", self.pos)
-        if end == -1:
-            raise self.fail("expected a key")
-        key = self.text[self.pos : end].strip()
-        if not key or any(c in key for c in "{}[],"):
-            raise self.fail("expected a key")
-        self.pos = end
-        return key
-
-    def native_string(self) -> str:
-        self.pos += len(QUOTE)
-        end = self.text.find(QUOTE, self.pos)
-        if end == -1:
-            raise self.fail("unterminated string")
-        value, self.pos = self.text[self.pos : end], end + len(QUOTE)
-        return value
-
-    def json_string(self) -> str:
-        try:
-            value, end = json.JSONDecoder().raw_decode(self.text, self.pos)
-        except ValueError as error:
-            raise self.fail(f"bad JSON string ({error.args[0]})") from None
-        self.pos = end
-        return value
-
-    def scalar(self) -> Any:
-        match = re.compile(r"[^,}\]]*").match(self.text, self.pos)
-        word = match.group(0).strip() if match else ""
-        if not word:
-            raise self.fail("expected a value")
-        self.pos = match.end()
-        if word in ("true", "false", "null"):
-            return {"true": True, "false": False, "null": None}[word]
-        try:
-            return json.loads(word)
-        except ValueError:
-            return word  # a bare word is read as a string, as Gemma sometimes writes enum values
-
-
-def parse_value(text: str) -> Any:
-    """Parse one native (or JSON) value; raises ``ValueError`` on anything else."""
-    parser = _Parser(text)
-    value = parser.value()
-    parser.skip()
-    if parser.pos != len(text):
-        raise parser.fail("unexpected trailing text")
-    return value
 
 
 def _parse_call(body: str) -> ToolCall:
@@ -366,11 +209,22 @@ class ToolCallAssembler:
 
     ``decode`` must keep the tool markers (see :func:`marker_decoder`). ``prefill`` is text the request
     forced at the start of the model's turn (a forced tool call); it is part of the raw output.
+    ``tool_names`` are the tools offered: a call naming another is invalid ("unknown tool"). ``max_calls``
+    keeps only the first calls (``parallel_tool_calls=False``: 1).
     """
 
-    def __init__(self, decode: Callable[[Sequence[int]], str], prefill: str = "") -> None:
+    def __init__(
+        self,
+        decode: Callable[[Sequence[int]], str],
+        prefill: str = "",
+        *,
+        tool_names: Sequence[str] | None = None,
+        max_calls: int | None = None,
+    ) -> None:
         self._decode = decode
         self._prefill = prefill
+        self._names = None if tool_names is None else tuple(tool_names)
+        self._max_calls = max_calls
         self._token_ids: list[int] = []
         self.emitted = ""
 
@@ -384,7 +238,15 @@ class ToolCallAssembler:
         self._token_ids = list(token_ids)
         delta = self._advance(final=True)
         _, calls = split_tool_calls(self._raw(final=True), final=True)
-        return delta, calls
+        if self._max_calls is not None:
+            calls = calls[: self._max_calls]
+        return delta, [self._checked(call) for call in calls]
+
+    def _checked(self, call: ToolCall) -> ToolCall:
+        if self._names is None or not call.valid or call.name in self._names:
+            return call
+        error = f"unknown tool {call.name!r}; the tools are {list(self._names)}"
+        return dataclasses.replace(call, args=None, error=error)
 
     def _raw(self, final: bool) -> str:
         raw = self._prefill + self._decode(self._token_ids)

@@ -17,6 +17,7 @@ Explicit ``t_min`` / ``t_max`` win over ``temperature``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,13 +28,13 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model
 from diffgemma_engine import GenerationResult, InvalidRequestError, RequestStream, SamplingParams, get_engine
 
 from ._formats import (
+    CALL_CLOSE,
     CALL_OPEN,
     ToolCallAssembler,
+    declare_tools,
     format_tool_call,
-    marker_decoder,
     format_tool_response,
-    json_instruction,
-    tools_instruction,
+    marker_decoder,
 )
 
 GREEDY_TEMPERATURE = 0.01
@@ -42,9 +43,13 @@ GREEDY_TEMPERATURE = 0.01
 T_MIN_RATIO = 0.5
 """``t_min = T_MIN_RATIO * temperature`` (the ratio of the checkpoint's default schedule)."""
 
-TOLERATED_OPTIONS = frozenset({"max_retries", "api_key"})
-"""Per-call options of hosted chat APIs that are accepted (so adapters are drop-in replacements) and ignored.
-As settings they are fields: used with ``base_url``, ignored in-process (nothing to authenticate or retry)."""
+TOLERATED_OPTIONS = frozenset({"max_retries", "api_key", "top_p", "frequency_penalty", "presence_penalty"})
+"""Per-call options of hosted chat APIs that are accepted (so adapters are drop-in replacements) and ignored,
+exactly as ``diffgemma serve`` ignores them: the sampler has no nucleus cut-off or penalties (its acceptance
+rule is the entropy bound). ``max_retries``/``api_key`` as settings are fields, used with ``base_url``."""
+
+OPTION_ALIASES = {"max_completion_tokens": "max_tokens"}
+"""OpenAI's newer names for options, mapped as the server maps them (an explicit ``max_tokens`` wins)."""
 
 SAMPLING_OPTIONS = (
     "temperature",
@@ -65,6 +70,7 @@ SAMPLING_OPTIONS = (
 """The settings a single call may override (``llm.invoke(..., temperature=0.2)``)."""
 
 JSON_VALIDATOR = "builtin.json"
+TOOL_CALL_VALIDATOR = "builtin.tool_call"
 
 ValidationFailure = Literal["raise", "return_flagged", "truncate"]
 
@@ -82,7 +88,7 @@ class EngineLike(Protocol):
     @property
     def context_length(self) -> int: ...
 
-    def render_chat(self, messages: list[dict[str, str]]) -> str: ...
+    def render_chat(self, messages: list[dict[str, str]]) -> str: ...  # an Engine also takes ``tools=``
 
     def count_tokens(self, text: str) -> int: ...
 
@@ -177,6 +183,11 @@ class GenerationSettings(BaseModel):
     timeout: float | None = None
     """Seconds after which a request is cancelled with ``RequestTimeoutError``. ``None``: no limit."""
 
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Options sent with every call, below the call's own: any per-call option (``{"max_denoising_steps": 24}``)
+    and the hosted-API options that are accepted and ignored (``top_p``, penalties). Unknown names raise
+    ``InvalidRequestError`` naming ``model_kwargs.<name>`` when the model is built."""
+
     _template_roles: dict[str, TemplateRoles] = PrivateAttr(default_factory=dict)
 
     def model_post_init(self, context: Any, /) -> None:
@@ -188,19 +199,42 @@ class GenerationSettings(BaseModel):
     def _resolve_diffusion_engine(self) -> GenerationSettings:
         if self.engine is not None and self.base_url is not None:
             raise InvalidRequestError("base_url", "give either engine or base_url, not both")
-        if self.base_url is not None:
-            from .remote import RemoteEngine  # needs the openai client, which in-process use does not
-
-            key = self.api_key.get_secret_value() if self.api_key is not None else None
-            self.engine = RemoteEngine(self.base_url, api_key=key, model=self.model, max_retries=self.max_retries)
-        elif self.engine is None:
-            self.engine = get_engine(self.model)
+        if self.engine is None:
+            self.engine = self._acquire_engine()
         elif not isinstance(self.engine, EngineLike):
             raise InvalidRequestError("engine", f"must be a diffgemma Engine, got {type(self.engine).__name__}")
         if self.model is None:
             self.model = self.engine.model_name
+        unknown = sorted(set(self.model_kwargs) - _KNOWN_OPTIONS)
+        if unknown:
+            raise InvalidRequestError(f"model_kwargs.{unknown[0]}", f"is not a DiffusionGemma option ({_KNOWN_TEXT})")
         sampling_params(self)  # every setting is checked here, not at the first call
         return self
+
+    def _acquire_engine(self) -> EngineLike:
+        if self.base_url is not None:
+            from .remote import RemoteEngine  # needs the openai client, which in-process use does not
+
+            key = self.api_key.get_secret_value() if self.api_key is not None else None
+            return RemoteEngine(self.base_url, api_key=key, model=self.model, max_retries=self.max_retries)
+        return get_engine(self.model)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the engine (it holds threads and weights): unpickling acquires it again, from the
+        process-wide registry (``get_engine(model)``, so every copy shares one engine) or from ``base_url``."""
+        state = super().__getstate__()
+        return {**state, "__dict__": {**state["__dict__"], "engine": None}}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        if self.engine is None:
+            object.__setattr__(self, "engine", self._acquire_engine())
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> GenerationSettings:
+        """A deep copy shares the engine (one engine per model and process)."""
+        memo = {} if memo is None else memo
+        memo[id(self.engine)] = self.engine
+        return super().__deepcopy__(memo)
 
     def engine_for(self, model: str | None) -> EngineLike:
         """The engine serving ``model`` (a per-call override), or this adapter's engine."""
@@ -228,6 +262,7 @@ def sampling_params(
     *,
     json_schema: Mapping[str, Any] | None = None,
     json_output: bool = False,
+    tool_call_check: Mapping[str, Any] | None = None,
     **options: Any,
 ) -> SamplingParams:
     """Settings, overridden by this call's ``options``, as the engine's :class:`SamplingParams`.
@@ -236,16 +271,20 @@ def sampling_params(
     validator (with ``json_schema`` as its schema, if given). Options in :data:`TOLERATED_OPTIONS` are
     ignored; any other unknown option raises :class:`InvalidRequestError`.
     """
+    options = _canonical_options({**settings.model_kwargs, **options})
     unknown = sorted(set(options) - set(SAMPLING_OPTIONS) - TOLERATED_OPTIONS)
     if unknown:
-        known = ", ".join(SAMPLING_OPTIONS)
-        raise InvalidRequestError(unknown[0], f"is not a DiffusionGemma option (options: {known})")
+        raise InvalidRequestError(unknown[0], f"is not a DiffusionGemma option ({_KNOWN_TEXT})")
     value = {name: options.get(name, getattr(settings, name)) for name in SAMPLING_OPTIONS}
     t_min, t_max = _schedule(settings, options)
     validators = _string_list("validators", value["validators"])
     validator_options = dict(_mapping("validator_options", value["validator_options"]))
     if json_output:
-        validators, validator_options = _with_json_validator(validators, validator_options, json_schema)
+        validators, validator_options = _with_validator(JSON_VALIDATOR, validators, validator_options,
+                                                        None if json_schema is None else {"schema": dict(json_schema)})
+    if tool_call_check is not None:
+        validators, validator_options = _with_validator(TOOL_CALL_VALIDATOR, validators, validator_options,
+                                                        dict(tool_call_check))
     stops = [*(settings.stop or ()), *_string_list("stop", stop or ())]
     return SamplingParams(
         max_new_tokens=value["max_tokens"],
@@ -263,6 +302,19 @@ def sampling_params(
         on_exhausted=value["on_validation_failure"],
         timeout=value["timeout"],
     )
+
+
+_KNOWN_OPTIONS = frozenset(SAMPLING_OPTIONS) | TOLERATED_OPTIONS | frozenset(OPTION_ALIASES)
+_KNOWN_TEXT = "options: " + ", ".join(SAMPLING_OPTIONS) + "; accepted and ignored: " + ", ".join(sorted(TOLERATED_OPTIONS))
+
+
+def _canonical_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` with :data:`OPTION_ALIASES` mapped to their DiffusionGemma names (the real name wins)."""
+    canonical = {name: value for name, value in options.items() if name not in OPTION_ALIASES}
+    for alias, name in OPTION_ALIASES.items():
+        if alias in options and name not in canonical:
+            canonical[name] = options[alias]
+    return canonical
 
 
 def _schedule(settings: GenerationSettings, options: Mapping[str, Any]) -> tuple[float | None, float | None]:
@@ -285,14 +337,14 @@ def _from_temperature(
     return (T_MIN_RATIO * top if t_min is None else t_min), (top if t_max is None else t_max)
 
 
-def _with_json_validator(
-    validators: list[str], options: dict[str, Any], schema: Mapping[str, Any] | None
+def _with_validator(
+    name: str, validators: list[str], options: dict[str, Any], own: Mapping[str, Any] | None
 ) -> tuple[list[str], dict[str, Any]]:
-    if JSON_VALIDATOR not in validators and f"+{JSON_VALIDATOR}" not in validators:
-        validators = [*validators, f"+{JSON_VALIDATOR}"] if validators else [JSON_VALIDATOR]
-    if schema is not None:
-        own = _mapping("validator_options", options.get(JSON_VALIDATOR, {}))
-        options[JSON_VALIDATOR] = {**own, "schema": dict(schema)}
+    """``validators`` with ``name`` selected, and ``own`` options merged over the caller's ones for it."""
+    if name not in validators and f"+{name}" not in validators:
+        validators = [*validators, f"+{name}"] if validators else [name]
+    if own is not None:
+        options[name] = {**_mapping("validator_options", options.get(name, {})), **own}
     return validators, options
 
 
@@ -348,6 +400,8 @@ class TemplateRoles:
 
     system: bool = True
     tool: bool = True
+    tools: bool = False
+    """Whether the template declares tools itself (``apply_chat_template(..., tools=...)``)."""
 
 
 def template_roles(engine: EngineLike) -> TemplateRoles:
@@ -360,7 +414,15 @@ def template_roles(engine: EngineLike) -> TemplateRoles:
         except Exception:  # a template that rejects a role raises (jinja2 TemplateError, ValueError, ...)
             return False
 
+    def declares_tools() -> bool:
+        tool = {"type": "function", "function": {"name": probe.replace("-", "_"), "parameters": {"type": "object"}}}
+        try:
+            return probe.replace("-", "_") in engine.render_chat([{"role": "user", "content": "x"}], tools=[tool])
+        except Exception:  # an engine without the ``tools`` argument (a remote one), or a template that fails
+            return False
+
     return TemplateRoles(
+        tools=declares_tools(),
         system=renders([{"role": "system", "content": probe}, {"role": "user", "content": "x"}]),
         tool=renders(
             [
@@ -473,13 +535,24 @@ class PreparedRequest:
             handle.cancel()
 
     def tool_assembler(self) -> ToolCallAssembler | None:
-        """A fresh assembler for this request's output if it may hold tool calls, else ``None``."""
+        """A fresh assembler for this request's output if it may hold tool calls, else ``None``.
+
+        The one tool-call parser of every path (invoke, stream, server): ``add_block`` returns the visible
+        text of each committed block, ``finish`` the last text and every call, settled - a call naming a tool
+        that was not offered, or with arguments that do not parse, is invalid (``ToolCall.valid`` is false,
+        ``error`` says why); with ``parallel_tool_calls=False`` only the first call is kept.
+        """
         if not self.tools:
             return None
-        return ToolCallAssembler(marker_decoder(self.engine.tokenizer), self.prefill)
+        return ToolCallAssembler(
+            marker_decoder(self.engine.tokenizer),
+            self.prefill,
+            tool_names=tuple(_tool_name(tool) for tool in self.tools),
+            max_calls=None if self.parallel_tool_calls else 1,
+        )
 
 
-ToolChoice = Literal["auto", "none", "any"] | str | None
+ToolChoice = Literal["auto", "none", "any", "required"] | str | bool | Mapping[str, Any] | None
 
 
 def prepare_request(
@@ -494,40 +567,42 @@ def prepare_request(
     parallel_tool_calls: bool = True,
     **options: Any,
 ) -> PreparedRequest:
-    """Settings + one call -> a :class:`PreparedRequest`.
+    """Settings + one call -> a :class:`PreparedRequest`. Every adapter and the server build requests here,
+    so a request is the same prompt and the same constraints whatever the path.
 
-    ``prompt`` is raw text sent as it is; ``turns`` a conversation rendered with the chat template (the
-    instructions for tools and JSON output are added to its system turn).
-    ``tools`` are declared in the system turn; ``tool_choice`` is ``None``/``"auto"`` (the model decides),
-    ``"none"`` (tools are not offered), ``"any"`` (a call is forced) or a tool name (that call is forced).
-    A forced call is real: the model's turn is prefilled with the call marker (and the name). ``response_format``
-    is ``{"type": "json_object"}`` or ``{"type": "json_schema", "schema": {...}}``: the request asks for
-    JSON in the system turn and selects the JSON validator, which repairs invalid blocks in place.
-    ``parallel_tool_calls=False`` keeps only the first call of a response.
+    ``prompt`` is raw text sent as it is; ``turns`` a conversation rendered with the model's chat template.
+    ``tools`` (OpenAI format) are declared by the chat template (``apply_chat_template(tools=...)``) where it
+    supports tools; otherwise their Gemma 4 declarations open the system turn, where Gemma 4's own template
+    puts them. ``tool_choice`` (see :func:`resolve_tool_choice`) may force a call: the model's turn is then
+    prefilled with the call marker (and the name), and the ``builtin.tool_call`` validator checks, and repairs
+    in place, that the call names a bound tool and that its arguments match that tool's JSON schema.
+    ``response_format`` is ``{"type": "json_object"}`` or ``{"type": "json_schema", "schema": {...}}``: it
+    selects the ``builtin.json`` validator (with the schema), which repairs invalid blocks in place; nothing
+    is added to the prompt. ``parallel_tool_calls=False`` keeps only the first call of a response.
     """
     if (prompt is None) == (turns is None):
         raise InvalidRequestError("prompt", "give exactly one of a prompt and messages")
     engine = settings.engine_for(options.pop("model", None))
     json_output, schema = _response_format(response_format)
-    params = sampling_params(settings, stop, json_schema=schema, json_output=json_output, **options)
+    tools, forced = resolve_tool_choice(tools, tool_choice)
+    if prompt is not None and tools:
+        raise InvalidRequestError("tools", "tools need chat messages, not a raw prompt")
+    prefill = "" if forced is None else forced_prefill(tools, forced)
+    tool_check = None if forced is None or prefill.endswith(CALL_CLOSE) else _tool_call_check(tools, forced, prefill)
+    params = sampling_params(
+        settings, stop, json_schema=schema, json_output=json_output, tool_call_check=tool_check, **options
+    )
     if prompt is not None:  # already formatted: a response format only selects the validator
-        if tools:
-            raise InvalidRequestError("tools", "tools need chat messages, not a raw prompt")
         return PreparedRequest(engine, params, prompt=prompt)
-    tools, forced = _tool_choice(tools, tool_choice)
-    instructions = []
-    if tools:
-        instructions.append(tools_instruction(tools, forced))
-    if json_output:
-        instructions.append(json_instruction(schema))
-    all_turns = [*(Turn("system", text) for text in instructions), *turns]
-    messages = normalize_messages(all_turns, settings.roles_for(engine))
-    if forced is None:
+    roles = settings.roles_for(engine)
+    if tools and not roles.tools:
+        turns = [Turn("system", declare_tools(tools)), *turns]
+    messages = normalize_messages(turns, roles)
+    if not tools or (not roles.tools and forced is None):
         return PreparedRequest(engine, params, messages=messages, tools=tools, parallel_tool_calls=parallel_tool_calls)
-    prefill = f"{CALL_OPEN}call:{forced}" + ("{" if forced else "")
-    text = engine.render_chat(messages) + prefill
+    text = engine.render_chat(messages, tools=[dict(tool) for tool in tools]) if roles.tools else engine.render_chat(messages)
     return PreparedRequest(
-        engine, params, prompt=text, tools=tools, prefill=prefill, parallel_tool_calls=parallel_tool_calls
+        engine, params, prompt=text + prefill, tools=tools, prefill=prefill, parallel_tool_calls=parallel_tool_calls
     )
 
 
@@ -544,22 +619,102 @@ def _response_format(response_format: Mapping[str, Any] | None) -> tuple[bool, M
     raise InvalidRequestError("response_format", f"must be {expected}, got {response_format!r}")
 
 
-def _tool_choice(
+def resolve_tool_choice(
     tools: Sequence[Mapping[str, Any]], choice: ToolChoice
 ) -> tuple[tuple[Mapping[str, Any], ...], str | None]:
-    """The offered tools and the forced call: ``None`` (not forced), ``""`` (any tool) or a tool name."""
+    """The one reading of ``tool_choice`` (LangChain, LlamaIndex and OpenAI spellings).
+
+    Returns the offered tools and the forced call: ``None`` (not forced), ``""`` (a call of any bound tool)
+    or a tool name. ``None``/``"auto"``: the model decides; ``"none"``/``False``: tools are not offered;
+    ``"any"``/``"required"``/``True``: a call is forced; a name, ``{"type": "function", "function":
+    {"name": ...}}`` or ``{"type": "tool", "name": ...}``: that call is forced. Anything else raises
+    :class:`InvalidRequestError` (a ``ValueError``) naming ``tool_choice``.
+    """
     tools = tuple(tools)
-    if not tools or choice in (None, "auto"):
+    if isinstance(choice, Mapping):
+        function = choice.get("function") or {}
+        if choice.get("type") == "function" and "name" in function:
+            choice = function["name"]
+        elif choice.get("type") == "tool" and "name" in choice:
+            choice = choice["name"]
+        elif choice.get("type") in ("any", "auto", "none", "required") and len(choice) == 1:
+            choice = choice["type"]
+        else:
+            raise InvalidRequestError("tool_choice", f"unsupported tool_choice {dict(choice)!r}")
+    if choice is True:
+        choice = "any"
+    elif choice is False:
+        choice = "none"
+    if choice in (None, "auto"):
         return tools, None
     if choice == "none":
         return (), None
-    if choice in ("any", "required"):
-        return tools, (_tool_name(tools[0]) if len(tools) == 1 else "")
+    if not tools:
+        raise InvalidRequestError("tool_choice", f"{choice!r} needs tools")
     names = [_tool_name(tool) for tool in tools]
+    if choice in ("any", "required"):
+        return tools, (names[0] if len(names) == 1 else "")
     if choice not in names:
-        raise InvalidRequestError("tool_choice", f"{choice!r} is not one of the bound tools {names}")
+        raise InvalidRequestError(
+            "tool_choice", f"{choice!r} is neither 'auto', 'none', 'any', 'required' nor one of the tools {names}"
+        )
     return tools, choice
+
+
+def forced_prefill(tools: Sequence[Mapping[str, Any]], forced: str) -> str:
+    """The text a forced call starts with: the call marker, and the name and ``{`` when the name is known.
+
+    A tool without parameters has one valid call, which is then written whole."""
+    if not forced:
+        return f"{CALL_OPEN}call:"
+    parameters = _tool_parameters(next(tool for tool in tools if _tool_name(tool) == forced))
+    if not parameters.get("properties") and not parameters.get("required"):
+        return format_tool_call(forced, {})
+    return f"{CALL_OPEN}call:{forced}{{"
+
+
+def _tool_call_check(tools: Sequence[Mapping[str, Any]], forced: str, prefill: str) -> dict[str, Any]:
+    """``builtin.tool_call`` options: the tools the call may name (with their argument schemas), the prefill."""
+    offered = [tool for tool in tools if not forced or _tool_name(tool) == forced]
+    return {"tools": {_tool_name(tool): _tool_parameters(tool) for tool in offered}, "prefill": prefill}
 
 
 def _tool_name(tool: Mapping[str, Any]) -> str:
     return tool.get("function", tool)["name"]
+
+
+def _tool_parameters(tool: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(tool.get("function", tool).get("parameters") or {"type": "object", "properties": {}})
+
+
+# -- one view of a result ---------------------------------------------------------------------------------
+
+
+def result_view(model_name: str, result: GenerationResult) -> dict[str, Any]:
+    """A result's facts as plain data, shared by every adapter and the server.
+
+    ``usage`` has OpenAI's names (``prompt_tokens_details.cached_tokens``: prompt tokens served from the
+    prefix cache); ``validation`` is the summary of the block validators; ``stats`` how it was made.
+    """
+    summary = result.validation
+    return {
+        "model": model_name,
+        "finish_reason": result.finish_reason,
+        "stop_reason": result.stop_reason,
+        "seed": result.seed,
+        "request_id": result.request_id,
+        "usage": {
+            "prompt_tokens": result.usage.prompt_tokens,
+            "completion_tokens": result.usage.completion_tokens,
+            "total_tokens": result.usage.total_tokens,
+            "prompt_tokens_details": {"cached_tokens": result.usage.cached_tokens},
+        },
+        "validation": {
+            "passed": summary.passed,
+            "blocks": len(summary.blocks),
+            "repairs": summary.repairs,
+            "extra_steps": summary.extra_steps,
+            "flags": list(summary.flags),
+        },
+        "stats": dataclasses.asdict(result.stats),
+    }

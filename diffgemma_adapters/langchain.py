@@ -5,7 +5,6 @@ Install with the ``langchain`` extra: ``pip install "diffgemma-plugins[langchain
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from operator import itemgetter
@@ -24,7 +23,8 @@ from langchain_core.messages import (
     ToolMessage,
     convert_to_messages,
 )
-from langchain_core.messages.ai import UsageMetadata
+from langchain_core.messages.ai import InputTokenDetails, UsageMetadata
+from langchain_core.messages.tool import invalid_tool_call, tool_call, tool_call_chunk
 from langchain_core.output_parsers import (
     JsonOutputKeyToolsParser,
     JsonOutputParser,
@@ -49,7 +49,15 @@ from pydantic import ConfigDict, model_validator
 from diffgemma_engine import BlockEvent, FinalEvent, GenerationResult, InvalidRequestError, RequestStream, __version__
 
 from ._formats import ToolCall, ToolCallAssembler
-from ._params import GenerationSettings, PreparedRequest, Turn, prepare_request
+from ._params import (
+    SAMPLING_OPTIONS,
+    GenerationSettings,
+    PreparedRequest,
+    Turn,
+    prepare_request,
+    resolve_tool_choice,
+    result_view,
+)
 
 __all__ = ["ChatDiffusionGemma", "DiffusionGemmaLLM"]
 
@@ -73,10 +81,7 @@ class _LangChainAdapter(GenerationSettings):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        fields = ("model", "temperature", "max_tokens", "stop", "seed", "max_denoising_steps", "entropy_bound",
-                  "t_min", "t_max", "stability_threshold", "confidence_threshold", "adaptive_stopping",
-                  "validators", "validator_options", "on_validation_failure", "timeout")
-        return {name: getattr(self, name) for name in fields}
+        return self.model_dump(include={"model", "stop", "model_kwargs", *SAMPLING_OPTIONS})
 
     def _ls_params(
         self, model_type: Literal["chat", "llm"], stop: list[str] | None, kwargs: Mapping[str, Any]
@@ -242,7 +247,20 @@ class ChatDiffusionGemma(_LangChainAdapter, BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         request = self._prepare(messages, stop, kwargs)
-        return _chat_result(request, request.run())
+        if run_manager is None:
+            return _chat_result(request, request.run())
+        chunks = _ChatChunks(request)  # stream internally, so token callbacks fire per block (as ChatOllama)
+        handle = request.submit()
+        try:
+            for event in handle:
+                chunk = chunks.make(event)
+                if chunk is not None and isinstance(event, BlockEvent):
+                    run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                if isinstance(event, FinalEvent):
+                    return _chat_result(request, event.result)
+        finally:
+            handle.cancel()
+        raise RuntimeError("the request stream ended without a result")  # the engine always ends with one
 
     async def _agenerate(
         self,
@@ -252,7 +270,20 @@ class ChatDiffusionGemma(_LangChainAdapter, BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         request = self._prepare(messages, stop, kwargs)
-        return _chat_result(request, await request.arun())
+        if run_manager is None:
+            return _chat_result(request, await request.arun())
+        chunks = _ChatChunks(request)
+        handle = request.submit()
+        try:
+            async for event in handle:
+                chunk = chunks.make(event)
+                if chunk is not None and isinstance(event, BlockEvent):
+                    await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                if isinstance(event, FinalEvent):
+                    return _chat_result(request, event.result)
+        finally:
+            handle.cancel()
+        raise RuntimeError("the request stream ended without a result")
 
     def _stream(
         self,
@@ -348,20 +379,26 @@ class ChatDiffusionGemma(_LangChainAdapter, BaseChatModel):
     ) -> Runnable[LanguageModelInput, AIMessage]:
         """Offer ``tools`` to the model in its chat template's tool format (Gemma 4 declarations).
 
-        The model calls a tool by writing ``<|tool_call>call:NAME{args}<tool_call|>``; calls are parsed into
-        ``AIMessage.tool_calls`` (unparseable ones into ``invalid_tool_calls``).
+        The tools are declared by the model's chat template (or, if it has no tool support, in Gemma 4's
+        declaration syntax at the start of the system turn). The model calls a tool by writing
+        ``<|tool_call>call:NAME{args}<tool_call|>``; calls are parsed into ``AIMessage.tool_calls``. A call
+        that does not parse, or names a tool that was not bound, goes to ``invalid_tool_calls`` (its
+        ``args`` is the raw call text as a JSON string), in ``invoke`` and ``stream`` alike.
 
         Args:
             tools: LangChain tools, functions, Pydantic models, TypedDicts or OpenAI tool dicts.
             tool_choice: ``"auto"``/``None`` (the model decides), ``"none"`` (tools not offered),
                 ``"any"``/``"required"``/``True`` (a call is forced), or a tool name (that call is forced).
-                A forced call is real: the model's turn starts with the call marker and the name.
+                A forced call is real: the model's turn starts with the call marker (and the name), and the
+                ``builtin.tool_call`` validator repairs the call in place until it names a bound tool and
+                its arguments match that tool's schema.
             parallel_tool_calls: ``False`` keeps only the first call of a response.
-            strict: passed to ``convert_to_openai_tool``; arguments are not schema-checked either way.
+            strict: passed to ``convert_to_openai_tool`` (forced calls are always schema-checked).
             kwargs: further call options bound with the tools.
         """
         formatted = [convert_to_openai_tool(tool, strict=strict) for tool in tools]
-        choice = _tool_choice(tool_choice, [tool["function"]["name"] for tool in formatted])
+        resolve_tool_choice(formatted, tool_choice)  # a bad choice raises here, not at the first call
+        choice = "any" if tool_choice is True else tool_choice
         if parallel_tool_calls is not None:
             kwargs["parallel_tool_calls"] = parallel_tool_calls
         return super().bind(tools=formatted, tool_choice=choice, **kwargs)
@@ -378,16 +415,19 @@ class ChatDiffusionGemma(_LangChainAdapter, BaseChatModel):
         """A runnable returning output that matches ``schema`` (Pydantic class, TypedDict or JSON schema).
 
         Methods:
-            ``"json_schema"`` (default): the model is asked for JSON matching the schema and the
-            ``builtin.json`` validator checks every block against it, repairing invalid tokens in place;
-            ``"json_mode"``: the same for any JSON object (``schema`` is only used to parse);
-            ``"function_calling"``: a forced call of a tool built from ``schema``.
+            ``"json_schema"`` (default): the ``builtin.json`` validator checks every block against the schema,
+            repairing invalid tokens in place. Nothing is added to the prompt (the same request as
+            ``response_format`` on ``diffgemma serve``): say in your prompt what record you want;
+            ``"json_mode"``: the same for any JSON value (``schema`` is only used to parse);
+            ``"function_calling"``: a forced call of a tool built from ``schema`` (its arguments are
+            checked against the schema by the ``builtin.tool_call`` validator).
 
         Args:
             schema: the output schema.
             method: see above.
             include_raw: return ``{"raw": AIMessage, "parsed": ..., "parsing_error": ...}`` instead of raising
-                on output that does not parse.
+                on output that does not parse; it implies ``on_validation_failure="return_flagged"`` for these
+                calls, so a block that cannot be repaired becomes a ``parsing_error`` too.
             strict: accepted for compatibility; validation against the schema is always on.
             kwargs: not accepted (raises ``ValueError``).
         """
@@ -399,9 +439,10 @@ class ChatDiffusionGemma(_LangChainAdapter, BaseChatModel):
             raise ValueError(f"method={method!r} needs a schema")
         is_pydantic = isinstance(schema, type) and is_basemodel_subclass(schema)
         trace = {"kwargs": {"method": method, "strict": strict}, "schema": schema}
+        model: ChatDiffusionGemma = self.model_copy(update={"on_validation_failure": "return_flagged"}) if include_raw else self
         if method == "function_calling":
             name = convert_to_openai_tool(schema)["function"]["name"]
-            llm = self.bind_tools([schema], tool_choice=name, ls_structured_output_format=trace)
+            llm = model.bind_tools([schema], tool_choice=name, ls_structured_output_format=trace)
             parser: Runnable = (
                 PydanticToolsParser(tools=[schema], first_tool_only=True)
                 if is_pydantic
@@ -412,7 +453,7 @@ class ChatDiffusionGemma(_LangChainAdapter, BaseChatModel):
                 response_format = {"type": "json_schema", "schema": convert_to_json_schema(schema)}
             else:
                 response_format = {"type": "json_object"}
-            llm = self.bind(response_format=response_format, ls_structured_output_format=trace)
+            llm = model.bind(response_format=response_format, ls_structured_output_format=trace)
             parser = PydanticOutputParser(pydantic_object=schema) if is_pydantic else JsonOutputParser()
         if not include_raw:
             return llm | parser
@@ -589,28 +630,6 @@ def _to_turn(index: int, message: BaseMessage) -> Turn:
     raise InvalidRequestError(f"messages[{index}]", f"unsupported message type {type(message).__name__}")
 
 
-def _tool_choice(choice: dict[str, Any] | str | bool | None, names: list[str]) -> str | None:
-    if choice is None:
-        return None
-    if choice is True:
-        return "any"
-    if choice is False:
-        return "none"
-    if isinstance(choice, dict):
-        function = choice.get("function") or {}
-        if choice.get("type") == "function" and "name" in function:
-            choice = function["name"]
-        elif choice.get("type") in ("any", "auto", "none", "required") and len(choice) == 1:
-            choice = choice["type"]
-        else:
-            raise ValueError(f"unsupported tool_choice {choice!r}")
-    if choice == "required":
-        return "any"
-    if choice in ("auto", "none", "any") or choice in names:
-        return choice
-    raise ValueError(f"tool_choice {choice!r} is neither 'auto', 'none', 'any' nor one of the tools {names}")
-
-
 # -- responses out ----------------------------------------------------------------------------------------
 
 
@@ -619,44 +638,34 @@ def _usage(result: GenerationResult) -> UsageMetadata:
         input_tokens=result.usage.prompt_tokens,
         output_tokens=result.usage.completion_tokens,
         total_tokens=result.usage.total_tokens,
+        input_token_details=InputTokenDetails(cache_read=result.usage.cached_tokens),
     )
 
 
 def _metadata(request: PreparedRequest, result: GenerationResult) -> dict[str, Any]:
-    summary = result.validation
-    return {
-        "model_name": request.model_name,
-        "model_provider": PROVIDER,
-        "finish_reason": result.finish_reason,
-        "stop_reason": result.stop_reason,
-        "seed": result.seed,
-        "request_id": result.request_id,
-        "validation": {
-            "passed": summary.passed,
-            "blocks": len(summary.blocks),
-            "repairs": summary.repairs,
-            "extra_steps": summary.extra_steps,
-            "flags": list(summary.flags),
-        },
-        "stats": dataclasses.asdict(result.stats),
-    }
+    view = result_view(request.model_name, result)
+    del view["model"], view["usage"]  # LangChain names them model_name and usage_metadata
+    return {"model_name": request.model_name, "model_provider": PROVIDER, **view}
 
 
-def _tool_calls(request: PreparedRequest, calls: list[ToolCall]) -> list[ToolCall]:
-    return calls if request.parallel_tool_calls else calls[:1]
+def _invalid_args(call: ToolCall) -> str:
+    """An invalid call's ``args``: its raw text as a JSON string, which LangChain never reads as arguments
+    (its lenient parser turns many broken objects into ``{}``), so summed stream chunks keep it invalid."""
+    return json.dumps(call.raw_args, ensure_ascii=False)
+
+
+def _settled_calls(assembler: ToolCallAssembler | None, token_ids: Sequence[int]) -> tuple[str, list[ToolCall]]:
+    return ("", []) if assembler is None else assembler.finish(token_ids)
 
 
 def _chat_result(request: PreparedRequest, result: GenerationResult) -> ChatResult:
     assembler = request.tool_assembler()
     content, calls = (result.text, []) if assembler is None else assembler.finish(result.token_ids)
-    calls = _tool_calls(request, calls)
     message = AIMessage(
         content=content,
-        tool_calls=[{"name": c.name, "args": c.args, "id": c.id, "type": "tool_call"} for c in calls if c.valid],
+        tool_calls=[tool_call(name=c.name, args=c.args, id=c.id) for c in calls if c.valid],
         invalid_tool_calls=[
-            {"name": c.name, "args": c.raw_args, "id": c.id, "error": c.error, "type": "invalid_tool_call"}
-            for c in calls
-            if not c.valid
+            invalid_tool_call(name=c.name, args=_invalid_args(c), id=c.id, error=c.error) for c in calls if not c.valid
         ],
         usage_metadata=_usage(result),
         response_metadata=_metadata(request, result),
@@ -680,20 +689,16 @@ class _ChatChunks:
         return None  # draft events are never content
 
     def _last(self, result: GenerationResult) -> ChatGenerationChunk:
-        text, calls = "", []
-        if self.tools is not None:
-            text, calls = self.tools.finish(result.token_ids)
-        calls = _tool_calls(self.request, calls)
+        text, calls = _settled_calls(self.tools, result.token_ids)
         message = AIMessageChunk(
             content=text,
-            tool_call_chunks=[
-                {
-                    "name": call.name,
-                    "args": json.dumps(call.args, ensure_ascii=False) if call.valid else call.raw_args,
-                    "id": call.id,
-                    "index": index,
-                    "type": "tool_call_chunk",
-                }
+            tool_call_chunks=[  # whole calls, settled by the same parser as invoke's
+                tool_call_chunk(
+                    name=call.name,
+                    args=json.dumps(call.args, ensure_ascii=False) if call.valid else _invalid_args(call),
+                    id=call.id,
+                    index=index,
+                )
                 for index, call in enumerate(calls)
             ],
             usage_metadata=_usage(result),
@@ -712,18 +717,9 @@ def _text_chunk(event: Any) -> GenerationChunk | None:
 
 
 def _generation_info(result: GenerationResult) -> dict[str, Any]:
-    return {
-        "finish_reason": result.finish_reason,
-        "stop_reason": result.stop_reason,
-        "seed": result.seed,
-        "usage": {
-            "prompt_tokens": result.usage.prompt_tokens,
-            "completion_tokens": result.usage.completion_tokens,
-            "total_tokens": result.usage.total_tokens,
-        },
-        "validation": {"passed": result.validation.passed, "repairs": result.validation.repairs,
-                       "flags": list(result.validation.flags)},
-    }
+    view = result_view("", result)
+    del view["model"]
+    return view
 
 
 def _llm_result(requests: list[PreparedRequest], results: list[GenerationResult]) -> LLMResult:

@@ -5,10 +5,9 @@ Install with the ``llamaindex`` extra: ``pip install "diffgemma-plugins[llamaind
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -20,21 +19,36 @@ from llama_index.core.base.llms.types import (
     CompletionResponseGen,
     LLMMetadata,
     MessageRole,
+    TextBlock,
+    ToolCallBlock,
 )
 from llama_index.core.constants import DEFAULT_NUM_OUTPUTS
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.events.llm import LLMStructuredPredictEndEvent, LLMStructuredPredictStartEvent
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
-from llama_index.core.llms.custom import CustomLLM
+from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import default_completion_to_prompt
 from llama_index.core.base.llms.generic_utils import messages_to_prompt as generic_messages_to_prompt
+from llama_index.core.output_parsers.utils import parse_json_markdown
 from llama_index.core.prompts import PromptTemplate
-from pydantic import BaseModel, ConfigDict, model_validator
+from llama_index.core.tools import ToolSelection
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from diffgemma_engine import BlockEvent, FinalEvent, GenerationResult, InvalidRequestError
 
-from ._formats import json_instruction, parse_json_output
-from ._params import GenerationSettings, PreparedRequest, TemplateRoles, Turn, normalize_messages, prepare_request
+from ._formats import ToolCall, ToolCallAssembler
+from ._params import (
+    GenerationSettings,
+    PreparedRequest,
+    TemplateRoles,
+    Turn,
+    normalize_messages,
+    prepare_request,
+    result_view,
+)
+
+if TYPE_CHECKING:
+    from llama_index.core.tools.types import BaseTool
 
 __all__ = ["ChatTemplatePrompt", "DiffusionGemma"]
 
@@ -63,7 +77,7 @@ class ChatTemplatePrompt:
         return self.engine.render_chat(normalize_messages([*turns, Turn("user", prompt)], self.roles))
 
 
-class DiffusionGemma(GenerationSettings, CustomLLM):
+class DiffusionGemma(GenerationSettings, FunctionCallingLLM):
     """DiffusionGemma as a LlamaIndex LLM, served in-process by the shared diffgemma engine.
 
     Text is generated block by block; streaming yields one response per committed block (cumulative
@@ -122,10 +136,18 @@ class DiffusionGemma(GenerationSettings, CustomLLM):
             async for response in await llm.astream_chat(messages):
                 ...
 
+    Tools (a ``FunctionCallingLLM``: ``FunctionAgent``, ``chat_with_tools``, ``predict_and_call``):
+        .. code-block:: python
+
+            response = llm.chat_with_tools([weather_tool], user_msg="Weather in Paris?", tool_required=True)
+            llm.get_tool_calls_from_response(response)  # [ToolSelection(tool_name="weather", ...)]
+
     Responses:
-        ``raw`` holds ``usage`` (prompt/completion/total tokens, read by ``TokenCountingHandler``),
-        ``model``, ``finish_reason``, ``seed``, ``validation`` and ``stats``. ``structured_predict`` asks for
-        JSON matching the output class and has the ``builtin.json`` validator repair blocks in place.
+        ``raw`` holds ``usage`` (prompt/completion/total tokens, read by ``TokenCountingHandler``, and
+        ``prompt_tokens_details.cached_tokens``), ``model``, ``finish_reason``, ``seed``, ``validation`` and
+        ``stats``. ``structured_predict`` (and its stream and async variants) has the ``builtin.json``
+        validator check the output against the output class's JSON schema and repair blocks in place; the
+        prompt is the template's alone (nothing is added to it).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -156,7 +178,7 @@ class DiffusionGemma(GenerationSettings, CustomLLM):
             context_window=context_window,
             num_output=min(num_output, context_window // 2),
             is_chat_model=True,
-            is_function_calling_model=False,
+            is_function_calling_model=True,
             model_name=self.model,
             system_role=MessageRole.SYSTEM,
         )
@@ -179,7 +201,59 @@ class DiffusionGemma(GenerationSettings, CustomLLM):
 
     def _chat_request(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> PreparedRequest:
         stop = kwargs.pop("stop", None)
+        if kwargs.get("tools"):  # from _prepare_chat_with_tools: the shared request path renders the tools
+            return prepare_request(self, turns=_to_turns(messages), stop=stop, **kwargs)
+        kwargs.pop("tools", None)
+        kwargs.pop("tool_choice", None)
         return prepare_request(self, prompt=self.messages_to_prompt(messages), stop=stop, **kwargs)
+
+    # -- tools ----------------------------------------------------------------------------------------
+
+    def _prepare_chat_with_tools(
+        self,
+        tools: Sequence[BaseTool],
+        user_msg: str | ChatMessage | None = None,
+        chat_history: list[ChatMessage] | None = None,
+        verbose: bool = False,
+        allow_parallel_tool_calls: bool = False,
+        tool_required: bool = False,
+        tool_choice: str | dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """``chat`` arguments that offer ``tools`` (declared by the model's chat template).
+
+        ``tool_required=True`` forces a call of one of them; ``tool_choice`` (a tool name, ``"auto"``,
+        ``"none"``, ``"required"``, or OpenAI's dict) wins over it. A forced call is checked and repaired in
+        place by the ``builtin.tool_call`` validator (a bound tool, arguments valid against its schema).
+        """
+        messages = list(chat_history or [])
+        if user_msg is not None:
+            messages.append(user_msg if isinstance(user_msg, ChatMessage) else ChatMessage(role="user", content=user_msg))
+        if tool_choice is None and tool_required:
+            tool_choice = "required"
+        return {
+            "messages": messages,
+            "tools": [tool.metadata.to_openai_tool() for tool in tools],
+            "tool_choice": tool_choice,
+            "parallel_tool_calls": allow_parallel_tool_calls,
+            **kwargs,
+        }
+
+    def get_tool_calls_from_response(
+        self, response: ChatResponse, error_on_no_tool_call: bool = True, **kwargs: Any
+    ) -> list[ToolSelection]:
+        """The valid tool calls of ``response`` (invalid ones are in ``message.additional_kwargs
+        ["invalid_tool_calls"]``, with the reason)."""
+        calls = [
+            ToolSelection(tool_id=block.tool_call_id or "", tool_name=block.tool_name, tool_kwargs=block.tool_kwargs)
+            for block in response.message.blocks
+            if isinstance(block, ToolCallBlock)
+        ]
+        if not calls and error_on_no_tool_call:
+            invalid = response.message.additional_kwargs.get("invalid_tool_calls") or []
+            reason = f" ({len(invalid)} invalid: {invalid[0]['error']})" if invalid else ""
+            raise ValueError(f"the response holds no valid tool call{reason}")
+        return calls
 
     # -- completion -----------------------------------------------------------------------------------
 
@@ -239,16 +313,13 @@ class DiffusionGemma(GenerationSettings, CustomLLM):
         dispatcher.event(
             LLMStructuredPredictStartEvent(output_cls=output_cls, template=prompt, template_args=prompt_args)
         )
-        schema = output_cls.model_json_schema()
-        messages = self._get_messages(prompt, **prompt_args)
-        messages = [ChatMessage(role=MessageRole.SYSTEM, content=json_instruction(schema)), *messages]
         options = dict(llm_kwargs or {})
         stop = options.pop("stop", None)
         return prepare_request(
             self,
-            prompt=self.messages_to_prompt(messages),
+            prompt=self.messages_to_prompt(self._get_messages(prompt, **prompt_args)),
             stop=stop,
-            response_format={"type": "json_schema", "schema": schema},
+            response_format={"type": "json_schema", "schema": output_cls.model_json_schema()},
             **options,
         )
 
@@ -260,10 +331,10 @@ class DiffusionGemma(GenerationSettings, CustomLLM):
         llm_kwargs: dict[str, Any] | None = None,
         **prompt_args: Any,
     ) -> BaseModel:
-        """An ``output_cls`` instance: JSON asked for in the prompt and checked (and repaired in place) by the
-        ``builtin.json`` validator against ``output_cls``'s JSON schema while it is generated."""
+        """An ``output_cls`` instance, checked (and repaired in place) by the ``builtin.json`` validator against
+        ``output_cls``'s JSON schema while it is generated. The prompt is ``prompt``'s alone."""
         result = self._structured_request(output_cls, prompt, llm_kwargs, prompt_args).run()
-        return _structured_output(output_cls, result)
+        return _structured_output(output_cls, result.text)
 
     @dispatcher.span
     async def astructured_predict(
@@ -275,13 +346,67 @@ class DiffusionGemma(GenerationSettings, CustomLLM):
     ) -> BaseModel:
         """Async :meth:`structured_predict`."""
         result = await self._structured_request(output_cls, prompt, llm_kwargs, prompt_args).arun()
-        return _structured_output(output_cls, result)
+        return _structured_output(output_cls, result.text)
+
+    @dispatcher.span
+    def stream_structured_predict(
+        self,
+        output_cls: type[BaseModel],
+        prompt: PromptTemplate,
+        llm_kwargs: dict[str, Any] | None = None,
+        **prompt_args: Any,
+    ) -> Iterator[Any]:
+        """:meth:`structured_predict`, streamed: a partial ``output_cls`` (fields may be ``None``) per committed
+        block that parses, then the validated instance."""
+        request = self._structured_request(output_cls, prompt, llm_kwargs, prompt_args)
+        partial = _PartialObjects(output_cls)
+        for response in _stream(_Responses(request, chat=False)):
+            if response.raw is not None:  # the closing response: the whole, validated output
+                yield _structured_output(output_cls, response.text)
+            elif (obj := partial.parse(response.text)) is not None:
+                yield obj
+
+    @dispatcher.span
+    async def astream_structured_predict(
+        self,
+        output_cls: type[BaseModel],
+        prompt: PromptTemplate,
+        llm_kwargs: dict[str, Any] | None = None,
+        **prompt_args: Any,
+    ) -> AsyncIterator[Any]:
+        """Async :meth:`stream_structured_predict`."""
+        request = self._structured_request(output_cls, prompt, llm_kwargs, prompt_args)
+
+        async def generate() -> AsyncIterator[Any]:
+            partial = _PartialObjects(output_cls)
+            async for response in _astream(_Responses(request, chat=False)):
+                if response.raw is not None:
+                    yield _structured_output(output_cls, response.text)
+                elif (obj := partial.parse(response.text)) is not None:
+                    yield obj
+
+        return generate()
 
 
-def _structured_output(output_cls: type[BaseModel], result: GenerationResult) -> BaseModel:
-    output = output_cls.model_validate(parse_json_output(result.text))
+def _structured_output(output_cls: type[BaseModel], text: str) -> BaseModel:
+    output = output_cls.model_validate(parse_json_markdown(text))
     dispatcher.event(LLMStructuredPredictEndEvent(output=output))
     return output
+
+
+class _PartialObjects:
+    """Partial instances of a streamed structured output (llama-index's own flexible model of the class)."""
+
+    def __init__(self, output_cls: type[BaseModel]) -> None:
+        from llama_index.core.program.utils import create_flexible_model
+
+        self.flexible = create_flexible_model(output_cls)
+
+    def parse(self, text: str) -> BaseModel | None:
+        try:
+            return self.flexible.model_validate(parse_json_markdown(text))
+        except (ValueError, ValidationError):
+            return None
 
 
 # -- messages in ------------------------------------------------------------------------------------------
@@ -321,7 +446,7 @@ def _to_turns(messages: Sequence[ChatMessage]) -> list[Turn]:
 def _arguments(arguments: Any) -> Any:
     if isinstance(arguments, str):
         try:
-            return parse_json_output(arguments)
+            return parse_json_markdown(arguments)
         except ValueError:
             return {"arguments": arguments}
     return arguments or {}
@@ -331,46 +456,54 @@ def _arguments(arguments: Any) -> Any:
 
 
 def _raw(request: PreparedRequest, result: GenerationResult) -> dict[str, Any]:
-    summary = result.validation
-    return {
-        "usage": {
-            "prompt_tokens": result.usage.prompt_tokens,
-            "completion_tokens": result.usage.completion_tokens,
-            "total_tokens": result.usage.total_tokens,
-        },
-        "model": request.model_name,
-        "finish_reason": result.finish_reason,
-        "stop_reason": result.stop_reason,
-        "seed": result.seed,
-        "request_id": result.request_id,
-        "validation": {"passed": summary.passed, "repairs": summary.repairs, "flags": list(summary.flags)},
-        "stats": dataclasses.asdict(result.stats),
-    }
+    return result_view(request.model_name, result)
 
 
 class _Responses:
-    """Builds one request's LlamaIndex responses (completion or chat), whole or streamed."""
+    """Builds one request's LlamaIndex responses (completion or chat), whole or streamed.
+
+    With tools, text goes through the request's tool assembler (the parser every path shares): visible text
+    streams as deltas, and the closing response carries the calls as ``ToolCallBlock``s (invalid ones in
+    ``additional_kwargs["invalid_tool_calls"]``)."""
 
     def __init__(self, request: PreparedRequest, chat: bool) -> None:
         self.request = request
         self.chat = chat
         self.text = ""
+        self.tools: ToolCallAssembler | None = request.tool_assembler()
 
-    def _response(self, text: str, delta: str | None, raw: dict[str, Any] | None) -> CompletionResponse | ChatResponse:
-        if self.chat:
-            message = ChatMessage(role=MessageRole.ASSISTANT, content=text)
-            return ChatResponse(message=message, delta=delta, raw=raw)
-        return CompletionResponse(text=text, delta=delta, raw=raw)
+    def _response(
+        self, text: str, delta: str | None, raw: dict[str, Any] | None, calls: Sequence[ToolCall] = ()
+    ) -> CompletionResponse | ChatResponse:
+        if not self.chat:
+            return CompletionResponse(text=text, delta=delta, raw=raw)
+        blocks: list[Any] = [TextBlock(text=text)]
+        blocks += [ToolCallBlock(tool_call_id=c.id, tool_name=c.name, tool_kwargs=c.args) for c in calls if c.valid]
+        invalid = [{"id": c.id, "name": c.name, "args": c.raw_args, "error": c.error} for c in calls if not c.valid]
+        extra = {"invalid_tool_calls": invalid} if invalid else {}
+        message = ChatMessage(role=MessageRole.ASSISTANT, blocks=blocks, additional_kwargs=extra)
+        return ChatResponse(message=message, delta=delta, raw=raw)
 
     def whole(self, result: GenerationResult) -> Any:
-        return self._response(result.text, None, _raw(self.request, result))
+        if self.tools is None:
+            return self._response(result.text, None, _raw(self.request, result))
+        text, calls = self.tools.finish(result.token_ids)
+        return self._response(text, None, _raw(self.request, result), calls)
 
     def on_event(self, event: Any) -> Any | None:
-        if isinstance(event, BlockEvent) and event.text:
-            self.text += event.text
-            return self._response(self.text, event.text, None)
+        if isinstance(event, BlockEvent):
+            delta = event.text if self.tools is None else self.tools.add_block(event.token_ids)
+            if not delta:
+                return None
+            self.text += delta
+            return self._response(self.text, delta, None)
         if isinstance(event, FinalEvent):
-            return self._response(self.text, "", _raw(self.request, event.result))
+            calls: list[ToolCall] = []
+            delta = ""
+            if self.tools is not None:
+                delta, calls = self.tools.finish(event.result.token_ids)
+                self.text += delta
+            return self._response(self.text, delta, _raw(self.request, event.result), calls)
         return None
 
 

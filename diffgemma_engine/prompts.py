@@ -36,9 +36,14 @@ def prompt_token_ids(
     return ids
 
 
-def render_messages(tokenizer: Any, messages: object) -> str:
-    """The chat template applied to checked messages, ending with the model's turn opener."""
-    return tokenizer.apply_chat_template(list(check_messages(messages)), tokenize=False, add_generation_prompt=True)
+def render_messages(tokenizer: Any, messages: object, tools: Sequence[Mapping[str, Any]] | None = None) -> str:
+    """The chat template applied to checked messages, ending with the model's turn opener.
+
+    ``tools`` (OpenAI-format function tools) are passed to the template, which declares them where the
+    checkpoint was trained to see them; a template that does not use ``tools`` ignores them."""
+    return tokenizer.apply_chat_template(
+        list(check_messages(messages)), tools=list(tools) if tools else None, tokenize=False, add_generation_prompt=True
+    )
 
 
 def _encode_text(tokenizer: Any, prompt: object) -> tuple[int, ...]:

@@ -113,9 +113,9 @@ class Engine:
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def render_chat(self, messages: list[dict[str, str]]) -> str:
-        """The prompt text the chat template makes of ``messages``."""
-        return render_messages(self.tokenizer, messages)
+    def render_chat(self, messages: list[dict[str, str]], tools: list[dict[str, Any]] | None = None) -> str:
+        """The prompt text the chat template makes of ``messages`` (declaring ``tools`` if it supports them)."""
+        return render_messages(self.tokenizer, messages, tools)
 
     # -- requests ------------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from .regex_match import RegexMatch
 from .repetition import BoundaryDuplication, RepeatedNgram
 from .special_tokens import SpecialTokenLeak
 from .stutter import Stutter
+from .tool_call import ToolCallOutput
 
 BUILTIN_VALIDATORS = (
     SpecialTokenLeak,
@@ -26,6 +27,7 @@ BUILTIN_VALIDATORS = (
     BracketBalance,
     JsonOutput,
     RegexMatch,
+    ToolCallOutput,
 )
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "RepeatedNgram",
     "SpecialTokenLeak",
     "Stutter",
+    "ToolCallOutput",
     "UnconvergedBlock",
     "Utf8Integrity",
 ]

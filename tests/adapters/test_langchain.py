@@ -388,7 +388,7 @@ def test_json_schema_output_uses_the_json_validator(scripted):
     request = engine.requests[0]
     assert request.params.validators == ("builtin.json",)
     assert request.params.validator_options["builtin.json"] == {"schema": convert_to_json_schema(Weather)}
-    assert "JSON Schema" in request.messages[0]["content"]
+    assert request.messages == [{"role": "user", "content": "Weather in Paris?"}]  # nothing added to the prompt
     raw = ChatDiffusionGemma(engine=engine).with_structured_output(Weather, include_raw=True).invoke("?")
     assert raw["parsed"] is None and raw["parsing_error"] is not None and raw["raw"].content == "not json"
 

@@ -108,6 +108,10 @@ class TestChatDiffusionGemmaIntegration(ChatModelIntegrationTests):
     def test_unicode_tool_call_integration(self, model) -> None:
         super().test_unicode_tool_call_integration(model)
 
+    @pytest.mark.xfail(reason=RANDOM_WEIGHTS + " (the forced call's validator exhausts its repair budget)")
+    def test_structured_few_shot_examples(self, model, my_adder_tool) -> None:
+        super().test_structured_few_shot_examples(model, my_adder_tool)
+
     @pytest.mark.xfail(reason=RANDOM_WEIGHTS + " (the JSON validator exhausts its repair budget)")
     @pytest.mark.parametrize("schema_type", ["pydantic", "typeddict", "json_schema"])
     def test_structured_output(self, model, schema_type) -> None:

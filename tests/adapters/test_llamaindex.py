@@ -46,7 +46,7 @@ def test_metadata_reports_the_real_model(fast, shared_engine):
     meta = DiffusionGemma(**fast).metadata
     assert meta.context_window == shared_engine.context_length == 1024
     assert meta.num_output == shared_engine.canvas_length  # max_tokens 24 < one canvas: a canvas is reserved
-    assert meta.is_chat_model and not meta.is_function_calling_model and meta.model_name == "tiny-random"
+    assert meta.is_chat_model and meta.is_function_calling_model and meta.model_name == "tiny-random"
     assert DiffusionGemma(**fast, context_window=512).metadata.context_window == 512
     assert DiffusionGemma(model="tiny-random", max_tokens=100).metadata.num_output == 100
 
@@ -145,8 +145,8 @@ def test_token_counting_handler_reads_our_usage(fast):
 
 
 def test_unknown_options_raise(fast):
-    with pytest.raises(InvalidRequestError, match="top_p"):
-        DiffusionGemma(**fast).complete("Hi", top_p=0.5)
+    with pytest.raises(InvalidRequestError, match="top_k"):
+        DiffusionGemma(**fast).complete("Hi", top_k=5)
     with pytest.raises(ValueError):
         DiffusionGemma(**fast, not_a_field=1)
 
@@ -260,4 +260,5 @@ async def test_structured_predict_uses_the_json_validator(scripted):
     request = engine.requests[0]
     assert request.params.validators == ("builtin.json",)
     assert request.params.validator_options["builtin.json"] == {"schema": City.model_json_schema()}
-    assert "JSON Schema" in request.prompt and "Describe the city Paris." in request.prompt
+    # the prompt is the template's alone, as on the server: the schema constrains, it is not shown
+    assert request.prompt == llm.messages_to_prompt([ChatMessage(role="user", content="Describe the city Paris.")])

@@ -20,7 +20,6 @@ from diffgemma_adapters._formats import (
     format_tool_call,
     format_tool_response,
     marker_decoder,
-    parse_json_output,
     parse_value,
     split_tool_calls,
 )
@@ -276,14 +275,6 @@ def test_assembler_stream_equals_whole(shared_engine):
     assert "".join(pieces) + last == whole_text == "Sure.  done"  # the special token is dropped, like the engine does
     assert CALL_OPEN not in "".join(pieces)
     assert [(c.name, c.args) for c in calls] == [(c.name, c.args) for c in whole_calls] == [("get_weather", {"city": "Zürich"})]
-
-
-def test_json_output_is_found_in_fences_and_prose():
-    assert parse_json_output('{"a": 1}') == {"a": 1}
-    assert parse_json_output('Here:\n```json\n{"a": [1, 2]}\n```') == {"a": [1, 2]}
-    assert parse_json_output('The answer is {"a": "}"} ok') == {"a": "}"}
-    with pytest.raises(ValueError):
-        parse_json_output("no json here")
 
 
 def test_tool_response_passes_objects_as_objects():

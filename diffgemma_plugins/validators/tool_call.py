@@ -1,0 +1,119 @@
+"""``builtin.tool_call``: a forced tool call names a bound tool and its arguments match that tool's schema."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from diffgemma_engine.validation import BlockView, Violation
+
+from ..registry import ValidationContext
+from ._text import token_span
+from .gemma_syntax import CALL_OPEN, parse_value, value_prefix_end
+from .json_output import _schema_validator
+
+CALL_START = f"{CALL_OPEN}call:"
+
+
+@dataclass(frozen=True)
+class ToolCallOptions:
+    schemas: Mapping[str, Any]  # tool name -> a jsonschema validator of its arguments
+    prefill: str
+
+
+@dataclass(frozen=True)
+class _Problem:
+    offset: int  # in prefill + committed text + block text
+    code: str
+    message: str
+    whole_arguments: bool = False  # the arguments parse but break the schema: renoise them all
+
+
+class ToolCallOutput:
+    """The response is one tool call, ``<|tool_call>call:NAME{arguments}``, in Gemma 4's call syntax (as the
+    adapters write it for a forced ``tool_choice``). Every block must keep the call possible: the name a
+    prefix of a bound tool's name, then the arguments a prefix of a value (``tool_call_invalid``, on the
+    first character that breaks it: ``unknown tool`` or bad syntax). Once the arguments object is closed it
+    must be valid against that tool's ``parameters`` JSON Schema (``tool_call_schema``, all argument tokens of
+    the block renoised), and at the final block the call must be complete (``tool_call_incomplete``).
+    Text after the call is not checked.
+
+    Options: ``tools`` (required): tool name -> the JSON Schema of its arguments; ``prefill``: the text the
+    model's turn was prefilled with (it starts with ``<|tool_call>call:``). Needs ``jsonschema``.
+    """
+
+    name = "builtin.tool_call"
+    stage = 1
+    cost = 1.0
+    default_enabled = False
+    scope = "block"
+
+    def parse_options(self, options: Mapping[str, Any]) -> ToolCallOptions:
+        unknown = set(options) - {"tools", "prefill"}
+        if unknown:
+            raise ValueError(f"unknown options {sorted(unknown)}; accepted: ['prefill', 'tools']")
+        tools = options.get("tools")
+        if not isinstance(tools, Mapping) or not tools or not all(isinstance(name, str) for name in tools):
+            raise ValueError("tools must be a non-empty mapping of tool name -> JSON Schema of its arguments")
+        prefill = options.get("prefill", CALL_START)
+        if not isinstance(prefill, str) or not prefill.startswith(CALL_START):
+            raise ValueError(f"prefill must be a string starting with {CALL_START!r}, got {prefill!r}")
+        return ToolCallOptions({name: _schema_validator(schema) for name, schema in tools.items()}, prefill)
+
+    def validate(self, block: BlockView, ctx: ValidationContext) -> list[Violation]:
+        options: ToolCallOptions = ctx.options
+        head = options.prefill + block.committed_text
+        problem = find_problem(head + block.text, options.schemas, final=block.is_final)
+        if problem is None:
+            return []
+        start = problem.offset - len(head)
+        if problem.code == "tool_call_incomplete":
+            if block.eos_position is None:
+                return [Violation(self.name, problem.code, problem.message, repairable=False)]
+            return [Violation(self.name, problem.code, problem.message, spans=((block.eos_position, block.canvas_length),))]
+        if start < 0 and not problem.whole_arguments:
+            return []  # broken in committed text: nothing this block does can fix it
+        if problem.whole_arguments:
+            span = token_span(block, max(start, 0), len(block.text))
+        else:
+            span = token_span(block, start, start + 1)
+        return [Violation(self.name, problem.code, problem.message, spans=(span,), metadata={"char": max(start, 0)})]
+
+
+def find_problem(text: str, schemas: Mapping[str, Any], *, final: bool) -> _Problem | None:
+    """The first problem of ``text`` (a call being written, from ``<|tool_call>call:``), or ``None``."""
+    base = len(CALL_START)
+    rest = text[base:]
+    brace = rest.find("{")
+    name = rest if brace == -1 else rest[:brace]
+    common = max(_common_prefix(name, tool) for tool in schemas)
+    if common < len(name) or (brace != -1 and name not in schemas):
+        bound = sorted(schemas)
+        return _Problem(base + common, "tool_call_invalid", f"unknown tool {name!r}: the call must name one of {bound}")
+    if brace == -1:
+        return _Problem(len(text), "tool_call_incomplete", "the response ends before the call's arguments") if final else None
+    arguments = rest[brace:]
+    end, bad = value_prefix_end(arguments)
+    if bad is not None:
+        return _Problem(base + brace + bad, "tool_call_invalid", f"the arguments of {name} do not parse here")
+    if end is None:
+        return _Problem(len(text), "tool_call_incomplete", "the response ends inside the call's arguments") if final else None
+    value = parse_value(arguments[:end])
+    if not isinstance(value, dict):
+        return _Problem(base + brace, "tool_call_invalid", f"the arguments of {name} are not an object")
+    errors = sorted(schemas[name].iter_errors(value), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        path = "/" + "/".join(map(str, errors[0].absolute_path))
+        message = f"{len(errors)} schema error(s) in the arguments of {name}; first at {path}: {errors[0].message}"
+        return _Problem(base + brace, "tool_call_schema", message, whole_arguments=True)
+    return None
+
+
+def _common_prefix(a: str, b: str) -> int:
+    length = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        length += 1
+    return length
