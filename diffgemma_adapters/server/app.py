@@ -235,9 +235,13 @@ class _Call:
 
 
 def _renames(parsed: Any, chat: bool) -> dict[str, str]:
+    """Engine field names -> the request's own (a validator's options may come from ``response_format``)."""
     tokens_field = "max_completion_tokens" if getattr(parsed, "max_completion_tokens", None) is not None else "max_tokens"
-    return {"max_new_tokens": tokens_field, "max_tokens": tokens_field, "prompt": "messages" if chat else "prompt",
-            "on_exhausted": "on_validation_failure"}
+    rename = {"max_new_tokens": tokens_field, "max_tokens": tokens_field, "prompt": "messages" if chat else "prompt",
+              "on_exhausted": "on_validation_failure"}
+    if parsed.validator_options is None and (parsed.response_format is not None or getattr(parsed, "tools", None)):
+        rename["validator_options"] = "response_format" if parsed.response_format is not None else "tools"
+    return rename
 
 
 def _call(parsed: Any, chat: bool, limits: ServerLimits, metrics: ServerMetrics, engine: Any) -> _Call:
@@ -270,7 +274,7 @@ def _call(parsed: Any, chat: bool, limits: ServerLimits, metrics: ServerMetrics,
     if max_tokens is not None:
         options["max_tokens"] = max_tokens
     default_caps = _apply_limits(options, tokens_field, limits, metrics, engine)
-    stop = [parsed.stop] if isinstance(parsed.stop, str) else list(parsed.stop or ())
+    stop = wire.stop_strings(parsed.stop)
     if chat:
         tools = [tool.model_dump(exclude_none=True) for tool in parsed.tools or ()]
         return _Call(None, wire.to_turns(parsed.messages), stop, tools, wire.tool_choice(parsed),

@@ -234,15 +234,11 @@ class Message(_Strict):
     """One chat message (every role's fields; which ones a role may use is checked in :func:`to_turns`)."""
 
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[dict[str, Any]] | None = None
+    content: str | list[Any] | None = None
     name: Annotated[str, Field(max_length=256)] | None = None
     tool_calls: Annotated[list[ToolCallIn], Field(max_length=MAX_LIST_ITEMS)] | None = None
     tool_call_id: Annotated[str, Field(max_length=256)] | None = None
     refusal: str | None = None
-
-
-_StopField = Annotated[str, Field(min_length=1)] | Annotated[
-    list[Annotated[str, Field(min_length=1)]], Field(max_length=MAX_STOP_STRINGS)]
 
 
 def _engine_fields() -> dict[str, Any]:
@@ -274,7 +270,7 @@ class _CommonRequest(_Strict):
     temperature: Annotated[float, Field(ge=0)] | None = None
     top_p: Annotated[float, Field(ge=0, le=1)] | None = None
     n: int | None = None
-    stop: _StopField | None = None
+    stop: Any = None  # a string or a list of strings, checked by :func:`stop_strings` (clearer errors than a union's)
     seed: int | None = None
     frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
     presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
@@ -378,12 +374,29 @@ def to_turns(messages: Sequence[Message]) -> list[Turn]:
     return turns
 
 
-def _text(content: str | list[dict[str, Any]] | None, where: str) -> str:
+def stop_strings(stop: Any) -> list[str]:
+    """``stop`` as a list: one non-empty string, or at most :data:`MAX_STOP_STRINGS` of them."""
+    values = [stop] if isinstance(stop, str) else stop
+    if values is None:
+        return []
+    if not isinstance(values, list) or not all(isinstance(value, str) for value in values):
+        raise invalid("stop: must be a string or a list of strings", param="stop")
+    if len(values) > MAX_STOP_STRINGS:
+        raise invalid(f"stop: at most {MAX_STOP_STRINGS} stop strings", param="stop")
+    if any(not value for value in values):
+        raise invalid("stop: stop strings must not be empty", param="stop")
+    return values
+
+
+def _text(content: str | list[Any] | None, where: str) -> str:
     if content is None or isinstance(content, str):
         return content or ""
     texts = []
     for number, part in enumerate(content):
         param = f"{where}.content[{number}]"
+        if not isinstance(part, dict):
+            raise invalid(f"{param}: must be a content part object such as {{'type': 'text', 'text': ...}}",
+                          param=param)
         kind = part.get("type")
         if kind in _UNSUPPORTED_PARTS:
             raise invalid(f"{param}: {_UNSUPPORTED_PARTS[kind]} content is not supported; this model reads text only",

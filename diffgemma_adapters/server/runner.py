@@ -122,8 +122,6 @@ def serve(
     a 503 or a final error event), then uvicorn closes the connections. If the engine dies, the server
     stops and the status is :data:`EXIT_ENGINE_DEAD`, so a supervisor can restart it.
     """
-    import uvicorn
-
     from diffgemma_engine import get_engine
 
     engine = get_engine(model, **engine_settings)
@@ -145,10 +143,8 @@ def serve(
                      max_denoising_steps=max_denoising_steps, max_new_tokens=max_new_tokens, allowed_hosts=hosts,
                      protect_observability=protect_observability, served_model_names=served_model_names,
                      body_timeout=body_timeout, on_engine_dead=engine_died)
-    config = uvicorn.Config(app, host=host, port=port, log_level="info", http=header_timeout_protocol(header_timeout),
-                            timeout_keep_alive=idle_timeout, timeout_graceful_shutdown=shutdown_grace,
-                            limit_concurrency=max_connections, server_header=False)
-    server = _make_server(config, app.state.server)
+    server = uvicorn_server(app, host, port, header_timeout=header_timeout, idle_timeout=idle_timeout,
+                            shutdown_grace=shutdown_grace, max_connections=max_connections)
     holder["server"] = server
     try:
         server.run()
@@ -160,8 +156,21 @@ def serve(
     return 0
 
 
+def uvicorn_server(app: Any, host: str = "127.0.0.1", port: int = 8000, *, header_timeout: float = 10.0,
+                   idle_timeout: int = 5, shutdown_grace: int = 10, max_connections: int | None = None,
+                   log_level: str = "info") -> Any:
+    """A ``uvicorn.Server`` for an app made by :func:`create_app`, with the timeouts set and in-flight
+    generations cancelled on the first shutdown signal (``server.run()`` runs it)."""
+    import uvicorn
+
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level,
+                            http=header_timeout_protocol(header_timeout), timeout_keep_alive=idle_timeout,
+                            timeout_graceful_shutdown=shutdown_grace, limit_concurrency=max_connections,
+                            server_header=False)
+    return _make_server(config, app.state.server)
+
+
 def _make_server(config: Any, state: Any) -> Any:
-    """uvicorn's server, cancelling in-flight generations on the first shutdown signal."""
     import uvicorn
 
     class Server(uvicorn.Server):

@@ -34,7 +34,9 @@ def client(server):
 
 def test_models_and_health(server, client):
     assert [m.id for m in client.models.list().data] == ["tiny-random"]
-    assert httpx.get(f"{server[0]}/health").json() == {"status": "ok", "model": "tiny-random"}
+    assert httpx.get(f"{server[0]}/health").json() == {"status": "ok"}  # no model id without the key
+    assert httpx.get(f"{server[0]}/health", headers={"Authorization": f"Bearer {KEY}"}).json() == {
+        "status": "ok", "model": "tiny-random"}
 
 
 def test_chat_completion_matches_the_engine(server, client):
@@ -94,7 +96,7 @@ def test_auth_is_required(server):
 @pytest.mark.parametrize(
     ("body", "param"),
     [({"messages": []}, "messages"),
-     ({"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}, "max_new_tokens"),
+     ({"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}, "max_tokens"),
      ({"messages": [{"role": "user", "content": "x"}], "t_min": 0.9, "t_max": 0.5}, "t_max"),
      ({"messages": [{"role": "user", "content": "x"}], "n": 2}, "n"),
      ({"messages": [{"role": "user", "content": "x"}], "bogus": 1}, "bogus"),
@@ -115,7 +117,7 @@ def test_oversized_and_non_json_bodies(server):
     headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
     big = httpx.post(f"{server[0]}/v1/completions", headers=headers,
                      json={"model": "tiny-random", "prompt": "x" * 50_000})
-    assert big.status_code == 413
+    assert big.status_code == 413 and big.json()["error"]["code"] == "request_too_large"
     garbage = httpx.post(f"{server[0]}/v1/completions", headers=headers, content=b"{not json")
     assert garbage.status_code == 400 and garbage.json()["error"]["type"] == "invalid_request_error"
 
@@ -123,17 +125,19 @@ def test_oversized_and_non_json_bodies(server):
 def test_a_disconnecting_client_cancels_its_generation(server):
     base, engine, app = server
     metrics = app.state.metrics
-    before = metrics.cancelled
+    before = metrics.value("diffgemma_cancelled_total")
     with httpx.stream("POST", f"{base}/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"},
                       json={"model": "tiny-random", "messages": [{"role": "user", "content": "long"}],
-                            "max_tokens": 100_000, "stream": True, "seed": 0}, timeout=30) as response:
+                            "max_tokens": 600, "max_denoising_steps": 200, "adaptive_stopping": False,
+                            "stream": True, "seed": 0}, timeout=30) as response:
         for line in response.iter_lines():
             if line.startswith("data: ") and '"content"' in line and '"content": ""' not in line:
                 break
     deadline = time.monotonic() + 20
-    while (metrics.cancelled == before or engine.core.scheduler.running) and time.monotonic() < deadline:
+    while ((metrics.value("diffgemma_cancelled_total") == before or engine.core.scheduler.running)
+           and time.monotonic() < deadline):
         time.sleep(0.05)
-    assert metrics.cancelled > before
+    assert metrics.value("diffgemma_cancelled_total") > before
     assert not engine.core.scheduler.running
 
 
@@ -145,7 +149,7 @@ def test_metrics_move(server, client):
     after_text = httpx.get(f"{server[0]}/metrics").text
     assert _metric(after_text, "diffgemma_completion_tokens_total") > before
     assert _metric(after_text, "diffgemma_denoising_steps_total") > 0
-    assert 'diffgemma_requests_total{endpoint="/v1/chat/completions",status="200"}' in after_text
+    assert 'diffgemma_requests_total{method="POST",route="/v1/chat/completions",status="200"}' in after_text
     assert "diffgemma_queue_depth" in after_text
 
 
