@@ -12,9 +12,9 @@ from typing import Any
 
 import openai
 
-from diffgemma_engine import EngineDeadError
+from diffgemma_engine.errors import EngineDeadError
 
-from ._remote_wire import RemoteConnectionError, map_api_error
+from .wire import RemoteConnectionError, map_api_error
 
 logger = logging.getLogger("diffgemma_adapters.remote")
 

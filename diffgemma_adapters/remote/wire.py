@@ -1,6 +1,6 @@
-"""What crosses the wire to a remote DiffusionGemma server: HTTP errors mapped to diffgemma's errors,
-pseudo-tokens for text without the model's tokenizer, and Gemma's turn format for client-side prompts.
-See :mod:`diffgemma_adapters.remote` for how they are used."""
+"""What crosses the wire to a remote DiffusionGemma server: HTTP errors and streamed error events mapped to
+diffgemma's errors, pseudo-tokens for text without the model's tokenizer, and the fallback turn format for
+client-side prompts. See :mod:`diffgemma_adapters.remote` for how they are used."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ from typing import Any
 
 import openai
 
-from diffgemma_engine import (
+from diffgemma_engine.errors import (
     DiffGemmaError,
     EngineDeadError,
     EngineOverloadedError,
     InvalidRequestError,
     RequestTimeoutError,
 )
+from diffgemma_engine.outputs import GenerationResult
 
 # -- errors -------------------------------------------------------------------------------------------------
 
@@ -38,13 +39,27 @@ class RemoteAuthenticationError(RemoteEngineError):
     """The server refused the API key (HTTP 401 or 403)."""
 
 
+class RemoteGenerationError(RemoteEngineError):
+    """The server ended a response abnormally: vLLM's ``finish_reason`` ``"abort"`` (the engine aborted the
+    request: shutdown, a scale-down pause, an abort call) or ``"error"`` (an internal error during
+    generation). ``finish_reason`` is the server's; ``partial`` is the result up to the last accepted block,
+    so truncated output never reads as a complete answer."""
+
+    def __init__(self, message: str, *, finish_reason: str, partial: GenerationResult | None) -> None:
+        self.finish_reason = finish_reason
+        self.partial = partial
+        super().__init__(message)
+
+
 def map_api_error(error: BaseException) -> DiffGemmaError:
     """The diffgemma error for an ``openai`` client error.
 
     400/413/422 -> :class:`InvalidRequestError` naming the server's ``param``; 404 -> ``InvalidRequestError``
     on ``model``; 401/403 -> :class:`RemoteAuthenticationError`; 408 -> :class:`RequestTimeoutError`;
     429 -> :class:`EngineOverloadedError`; 503 -> :class:`EngineDeadError`; no response ->
-    :class:`RemoteConnectionError`; an error event inside a stream is mapped by its ``type`` / ``code``.
+    :class:`RemoteConnectionError`. An ``{"error": {...}}`` event inside a stream is mapped by its integer
+    ``code`` (vLLM sends the HTTP status there: ``{"type": "BadRequestError", "code": 400}``), else by its
+    ``type`` (OpenAI's names and vLLM's exception names), else ``"engine_dead"`` (``diffgemma serve``).
     """
     if isinstance(error, DiffGemmaError):
         return error
@@ -53,12 +68,23 @@ def map_api_error(error: BaseException) -> DiffGemmaError:
     if isinstance(error, openai.APIStatusError):
         return _by_status(error.status_code, _message(error), error.param)
     if isinstance(error, openai.APIError):  # an {"error": ...} event in an SSE stream
-        status = {"invalid_request_error": 400, "authentication_error": 401, "timeout_error": 408,
-                  "rate_limit_error": 429}.get(error.type or "")
-        if error.code == "engine_dead":
-            status = 503
-        return _by_status(status, _message(error), error.param)
+        return _by_status(_event_status(error), _message(error), error.param)
     return RemoteEngineError(f"{type(error).__name__}: {error}")
+
+
+_EVENT_TYPES = {"invalid_request_error": 400, "authentication_error": 401, "timeout_error": 408,
+                "rate_limit_error": 429, "BadRequestError": 400, "NotFoundError": 404,
+                "UnprocessableEntityError": 422, "InternalServerError": 500, "ServiceUnavailableError": 503}
+"""Error-event ``type`` names as HTTP statuses: OpenAI's, and the exception names vLLM sends."""
+
+
+def _event_status(error: openai.APIError) -> int | None:
+    code = str(error.code) if error.code is not None else ""  # the openai client turns an integer code into a str
+    if code.isdigit():
+        return int(code)
+    if code == "engine_dead":
+        return 503
+    return _EVENT_TYPES.get(error.type or "")
 
 
 def _by_status(status: int | None, message: str, param: str | None) -> DiffGemmaError:
@@ -147,12 +173,14 @@ class PieceTokenizer:
 
 
 def gemma_turns(messages: Sequence[Mapping[str, str]]) -> str:
-    """Chat messages in DiffusionGemma's (Gemma 4's) turn format, ending with the model's turn opener.
+    """Chat messages in a plain Gemma turn format, ending with the model's turn opener: the **fallback**
+    used when no chat template is at hand (see :class:`~diffgemma_adapters.remote.ChatTemplate`).
 
     ``<|turn>ROLE\\nCONTENT<turn|>\\n`` per message (``assistant`` is written ``model``; content stripped),
-    then ``<|turn>model\\n`` — what the checkpoint's chat template makes of plain-text turns, without the
-    leading ``<bos>``, which servers add to a completion prompt themselves (``diffgemma serve`` adds it when
-    missing, vLLM's tokenizer adds it).
+    then ``<|turn>model\\n``, without the leading ``<bos>``, which servers add to a completion prompt
+    themselves. This is what the shipped demo and tiny-random checkpoints' templates make of plain-text
+    turns; a real checkpoint's template may differ (Gemma 4's adds an empty thought block when thinking is
+    off), so give ``RemoteEngine(chat_template=...)`` the checkpoint's tokenizer files when you have them.
     """
     turns = []
     for message in messages:
