@@ -37,6 +37,10 @@ class EngineConfig:
             evicted beyond it); the memory planner reserves it on a GPU. Default 1 GiB.
         prefill_chunk_tokens: prompt tokens encoded per encoder pass. Longer prompts are encoded in
             chunks, so prefill memory grows linearly with the prompt. Default 2048.
+        validation_workers: threads that run block checks (validators) off the worker thread, so a slow
+            validator delays only its own request. Default 4.
+        validation_timeout: seconds one block check may take; a request whose check runs longer fails with
+            ``ValidatorTimeoutError`` naming the validator. ``None``: no limit. Default 60.
         max_running_tokens: admit a waiting request only while the running requests' tokens (prompt +
             ``max_new_tokens`` each) stay within this budget, as well as ``max_running``; a request larger
             than the budget runs alone. ``None`` (the default): on a GPU, what the memory planner says
@@ -56,6 +60,8 @@ class EngineConfig:
     prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES
     prefill_chunk_tokens: int = DEFAULT_PREFILL_CHUNK_TOKENS
     max_running_tokens: int | None = None
+    validation_workers: int = 4
+    validation_timeout: float | None = 60.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
@@ -73,6 +79,13 @@ class EngineConfig:
         value = self.prefix_cache_bytes
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise InvalidRequestError("prefix_cache_bytes", f"must be a non-negative int, got {value!r}")
+        if isinstance(self.validation_workers, bool) or not isinstance(self.validation_workers, int) \
+                or self.validation_workers < 1:
+            raise InvalidRequestError("validation_workers", f"must be a positive int, got {self.validation_workers!r}")
+        timeout = self.validation_timeout
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                    or not 0 < timeout < float("inf")):
+            raise InvalidRequestError("validation_timeout", f"must be a positive number of seconds or None, got {timeout!r}")
         for name in ("compile", "validation", "prefix_cache"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidRequestError(name, "must be a bool")

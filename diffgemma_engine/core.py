@@ -6,7 +6,10 @@ All model work happens here, on the engine's worker thread. A step:
   3. runs one batched decoder forward over every sequence in its denoise phase;
   4. samples each row with its own generator and parameters (accept, renoise, adaptive stop);
   5. settles every block that finished denoising: validation window, then commit or finish.
-A failure while handling one sequence fails that sequence only.
+A failure while handling one sequence fails that sequence only, with a typed error
+(:class:`RequestFailedError`); a batch forward that raises is retried row by row, so only the rows that
+fail alone fail. Block checks run on a :class:`ValidationPool` (off this thread): a sequence whose block
+is being checked skips steps until its judgement arrives, and its timeouts are enforced meanwhile.
 """
 
 from __future__ import annotations
@@ -15,13 +18,14 @@ import time
 
 import torch
 
-from .errors import RequestTimeoutError
+from .errors import DiffGemmaError, RequestFailedError, RequestTimeoutError, ValidatorTimeoutError
 from .loader import LoadedModel
 from .model_runner import DenoiseRow, ModelRunner
 from .outputs import DraftEvent
 from .sampler import apply_temperature_, confident, denoise_row
 from .scheduler import Scheduler
 from .sequence import Block, Sequence
+from .validation_pool import INLINE_WAIT_S, ValidationJob, ValidationPool
 from .window import BlockSettler
 
 
@@ -34,6 +38,7 @@ class EngineCore:
         self.runner = runner
         self.scheduler = Scheduler(max_running, max_running_tokens)
         self.settler = BlockSettler(self)
+        self.validations = ValidationPool()  # the service installs one configured from EngineConfig
         self.steps = 0
 
     # -- requests ----------------------------------------------------------------------------------
@@ -45,8 +50,27 @@ class EngineCore:
     def has_work(self) -> bool:
         return self.scheduler.has_work
 
+    @property
+    def ready(self) -> bool:
+        """Whether a step has something to do now, rather than only sequences waiting for their block checks."""
+        scheduler = self.scheduler
+        return bool(
+            self.validations.has_finished
+            or (scheduler.waiting and len(scheduler.running) < scheduler.max_running)
+            or any(not self.validations.is_validating(sequence) for sequence in scheduler.running)
+            or self.seconds_until_due() == 0.0
+        )
+
+    def seconds_until_due(self) -> float | None:
+        """Seconds until a validating sequence's timeout or block-check limit runs out (``None``: none set)."""
+        dues = [s.deadline for s in self.scheduler.running if s.deadline is not None and self.validations.is_validating(s)]
+        if (check_due := self.validations.next_due()) is not None:
+            dues.append(check_due)
+        return max(0.0, min(dues) - time.perf_counter()) if dues else None
+
     def fail(self, sequence: Sequence, error: BaseException) -> None:
         """End one sequence with an error; the others carry on."""
+        self.validations.forget(sequence)
         self.scheduler.remove(sequence)
         sequence.emit(error)
 
@@ -65,21 +89,16 @@ class EngineCore:
                 self.fail(sequence, sequence.cancel_error)
             elif sequence.deadline is not None and now > sequence.deadline:
                 self.fail(sequence, RequestTimeoutError(f"request {sequence.request_id} timed out"))
+        for job in self.validations.overdue(now):
+            self.fail(job.sequence, ValidatorTimeoutError(job.sequence.request_id, self.validations.timeout,
+                                                          job.running_validator))  # fmt: skip
+        self._settle_checked_blocks()
         # 2. admit and prefill
         for sequence in self.scheduler.admit():
             self._guarded(sequence, self._prefill)
         # 3. one batched decoder forward
-        rows = self.scheduler.denoising()
+        rows, logits = self._forward(self.scheduler.denoising())
         if not rows:
-            return
-        try:
-            logits = self.runner.denoise(
-                [DenoiseRow(s.prefix, s.block.canvas, s.block.self_conditioning) for s in rows]
-            )
-            apply_temperature_(logits, [s.block.schedule for s in rows])
-        except Exception as error:  # a bad batch fails its rows, not the engine
-            for sequence in rows:
-                self.fail(sequence, error)
             return
         # 4. sample each row (tensor work only), then one host sync for every row's stop decision
         pending = [(sequence, self._guarded(sequence, self._sample, logits[row])) for row, sequence in enumerate(rows)]
@@ -89,16 +108,64 @@ class EngineCore:
             for (sequence, _), converged in zip(pending, decisions):
                 self._guarded(sequence, self._after_step, converged)
         del logits
-        # 5. settle finished blocks
+        # 5. settle finished blocks (checked blocks: once their check returns, in this step if it is quick)
         for sequence in rows:
             if sequence.block is not None and sequence.block.done:
                 self._guarded(sequence, self.settler.settle)
+        checks = [self.validations.pending.get(id(sequence)) for sequence in rows]
+        self.validations.wait([job for job in checks if job is not None], INLINE_WAIT_S)
+        self._settle_checked_blocks()
+
+    def _forward(self, rows: list[Sequence]) -> tuple[list[Sequence], torch.Tensor | None]:
+        """The temperature-scaled logits of ``rows`` in one batched forward. If the batch raises, each row
+        is retried alone: the rows that fail alone fail (typed), the others carry on."""
+        if not rows:
+            return [], None
+        try:
+            return rows, self._logits(rows)
+        except Exception as batch_error:
+            if len(rows) == 1:
+                self.fail(rows[0], RequestFailedError(rows[0].request_id, "the denoising forward", batch_error))
+                return [], None
+        survivors, row_logits = [], []
+        for sequence in rows:
+            try:
+                row_logits.append(self._logits([sequence])[0])
+            except Exception as error:
+                self.fail(sequence, RequestFailedError(sequence.request_id, "the denoising forward", error))
+            else:
+                survivors.append(sequence)
+        return survivors, (torch.stack(row_logits) if row_logits else None)
+
+    def _logits(self, rows: list[Sequence]) -> torch.Tensor:
+        logits = self.runner.denoise(
+            [DenoiseRow(s.prefix, s.block.canvas, s.block.self_conditioning) for s in rows]
+        )
+        apply_temperature_(logits, [s.block.schedule for s in rows])
+        return logits
+
+    def _settle_checked_blocks(self) -> None:
+        """Apply the judgements of the block checks that returned."""
+        for job in self.validations.collect():
+            if job.error is None:
+                self._guarded(job.sequence, self._apply_judgement, job)
+            elif isinstance(job.error, DiffGemmaError):
+                self.fail(job.sequence, job.error)
+            else:
+                self.fail(job.sequence, RequestFailedError(job.sequence.request_id, "validation", job.error))
+
+    def _apply_judgement(self, sequence: Sequence, job: ValidationJob) -> None:
+        job.apply(job.outcome)
 
     def _guarded(self, sequence: Sequence, action, *args):
-        """``action(sequence, *args)``; if it raises, that sequence fails (``None`` is returned) and the rest carry on."""
+        """``action(sequence, *args)``; if it raises, that sequence fails (``None`` is returned) with the error,
+        typed as :class:`RequestFailedError` unless it already is a ``DiffGemmaError``, and the rest carry on."""
         try:
             return action(sequence, *args)
         except Exception as error:
+            if not isinstance(error, DiffGemmaError):
+                stage = getattr(action, "__name__", "a step").strip("_").replace("_", " ")
+                error = RequestFailedError(sequence.request_id, stage, error)
             self.fail(sequence, error)
             return None
 

@@ -56,6 +56,49 @@ class RequestTimeoutError(RequestCancelledError):
     """The request ran longer than its ``timeout``."""
 
 
+class ValidatorTimeoutError(RequestTimeoutError):
+    """Checking one block took longer than ``EngineConfig.validation_timeout``. ``validator`` names the
+    validator that was running (``None`` if the check had not started: every validation thread was busy)."""
+
+    def __init__(self, request_id: str, limit: float, validator: str | None) -> None:
+        self.validator = validator
+        self.limit = limit
+        where = f"validator {validator!r} was still running" if validator else "no validation thread was free"
+        super().__init__(f"request {request_id}: checking a block took over {limit:g} s ({where})")
+
+
+class GenerationTooLongError(InvalidRequestError):
+    """The prompt plus ``max_new_tokens`` (in whole canvases) does not fit the model's context window."""
+
+    def __init__(self, max_new_tokens: int, prompt_tokens: int, context_length: int, limit: int) -> None:
+        self.max_new_tokens = max_new_tokens
+        self.prompt_tokens = prompt_tokens
+        self.context_length = context_length
+        self.limit = limit
+        super().__init__(
+            "max_new_tokens",
+            f"{max_new_tokens} new tokens do not fit: the prompt has {prompt_tokens} tokens and the context "
+            f"window is {context_length}, so at most {limit} new tokens can be generated "
+            "(generation runs in whole canvases)",
+        )
+
+
+class RequestFailedError(DiffGemmaError, RuntimeError):
+    """The engine failed while working on this request (a model forward, a sampler step, settling a block).
+    Only this request ends; ``stage`` says where, and the original exception is the ``__cause__``."""
+
+    def __init__(self, request_id: str, stage: str, cause: BaseException) -> None:
+        self.request_id = request_id
+        self.stage = stage
+        super().__init__(f"request {request_id} failed during {stage}: {type(cause).__name__}: {cause}")
+        self.__cause__ = cause
+
+
+class WorkerCrashedError(EngineDeadError):
+    """The engine's worker thread crashed while this request was in flight. The worker was restarted and
+    the engine serves new requests (unless it crashed too often in a row, then it is dead for good)."""
+
+
 class ValidatorCrashedError(DiffGemmaError):
     """A validator raised an exception while checking a block. ``validator`` names it."""
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any
 
-from .errors import InvalidRequestError
+from .errors import GenerationTooLongError, InvalidRequestError
 from .validation import OnExhausted, RequestInfo
 
 
@@ -129,6 +129,23 @@ class SamplingParams:
         if unknown:
             raise InvalidRequestError("sampler_overrides", f"unknown fields {sorted(unknown)}")
         return replace(self, **overrides)
+
+
+def fit_context_window(
+    requested: SamplingParams, resolved: SamplingParams, *, prompt_tokens: int, context_length: int, canvas_length: int
+) -> SamplingParams:
+    """Keep generation inside the model's context window, as OpenAI-compatible servers do.
+
+    Generation runs in whole canvases, so ``prompt_tokens + ceil(max_new_tokens / canvas) * canvas`` must fit
+    ``context_length``. A ``max_new_tokens`` the caller asked for that does not fit is refused
+    (:class:`GenerationTooLongError`, naming ``max_new_tokens``); the checkpoint's default is lowered to what fits.
+    """
+    room = (context_length - prompt_tokens) // canvas_length * canvas_length
+    if resolved.max_new_tokens <= room:
+        return resolved
+    if requested.max_new_tokens is not None:
+        raise GenerationTooLongError(requested.max_new_tokens, prompt_tokens, context_length, room)
+    return replace(resolved, max_new_tokens=max(room, 1))
 
 
 _SAMPLER_FIELDS = frozenset(

@@ -9,6 +9,7 @@ Callers ``submit`` requests from any thread or event loop and consume a
 from __future__ import annotations
 
 import atexit
+import logging
 import secrets
 import threading
 import uuid
@@ -29,11 +30,12 @@ from .errors import (
     InvalidRequestError,
     ModelLoadError,
     RequestCancelledError,
+    WorkerCrashedError,
 )
 from .loader import load_model
 from .model_runner import ModelRunner
 from .outputs import Event, FinalEvent, GenerationResult
-from .params import SamplingParams
+from .params import SamplingParams, fit_context_window
 from .placement import plan_placement
 from .prefix_cache import PrefixCache, PrefixCacheStats
 from .prompts import prompt_token_ids, render_messages
@@ -41,8 +43,13 @@ from .registry import DEFAULT_MODEL, resolve_model_ref
 from .sequence import Sequence
 from .stream import RequestStream
 from .validation import CheckerFactory
+from .validation_pool import ValidationPool
 
 CHECKER_ENTRY_POINT_GROUP = "diffgemma.checker_factory"
+MAX_WORKER_CRASHES = 3
+"""Crashes of the worker thread in a row (no successful step between them) after which the engine is dead."""
+
+_LOG = logging.getLogger(__name__)
 
 
 class Engine:
@@ -68,6 +75,8 @@ class Engine:
         self.runner = ModelRunner(self.loaded, compile_decoder=self.config.compile, prefix_cache=prefix_cache,
                                   prefill_chunk_tokens=self.config.prefill_chunk_tokens)  # fmt: skip
         self.core = EngineCore(self.loaded, self.runner, self.max_running, self.placement.max_running_tokens)
+        self.core.validations = ValidationPool(self.config.validation_workers, self.config.validation_timeout,
+                                               wake=self._notify_worker)  # fmt: skip
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._inbox: list[Sequence] = []
@@ -75,6 +84,7 @@ class Engine:
         self._outstanding = 0
         self._thread: threading.Thread | None = None
         self._dead: EngineDeadError | None = None
+        self._crash_streak = 0
         self._closed = False
         self._checker_factory: CheckerFactory | None = None
         atexit.register(_shutdown_at_exit, weakref.ref(self))
@@ -185,6 +195,7 @@ class Engine:
             thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
+        self.core.validations.close()
 
     def __enter__(self) -> Engine:
         return self
@@ -205,7 +216,8 @@ class Engine:
             vocab_size=self.loaded.vocab_size, context_length=self.context_length,
             canvas_length=self.canvas_length,
         )
-        resolved = params.resolve(self.loaded.defaults)
+        resolved = fit_context_window(params, params.resolve(self.loaded.defaults), prompt_tokens=len(ids),
+                                      context_length=self.context_length, canvas_length=self.canvas_length)
         request_id = request_id or uuid.uuid4().hex
         seed = resolved.seed if resolved.seed is not None else secrets.randbits(63)
         generator = torch.Generator(device=self.device)
@@ -266,29 +278,52 @@ class Engine:
             self._thread = threading.Thread(target=self._run, name=f"diffgemma-engine:{self.model_name}", daemon=True)
             self._thread.start()
 
+    def _notify_worker(self) -> None:
+        with self._lock:
+            self._wake.notify()
+
     def _run(self) -> None:
-        try:
-            while True:
-                with self._lock:
-                    while not (self._inbox or self._cancels or self.core.has_work or self._closed):
-                        self._wake.wait()
-                    if self._closed:
-                        break
-                    inbox, self._inbox = self._inbox, []
-                    cancels, self._cancels = self._cancels, {}
-                for sequence in inbox:
-                    self.core.add(sequence)
-                for sequence in self.core.scheduler.all():
-                    if sequence.request_id in cancels:
-                        sequence.cancel_error = cancels[sequence.request_id]
-                with torch.inference_mode():
-                    self.core.step()
-        except BaseException as error:  # the worker itself failed: nobody may hang
-            self._dead = EngineDeadError(f"the engine worker died: {type(error).__name__}: {error}")
-            self._dead.__cause__ = error
-            self._fail_everything(self._dead)
-            return
+        """The worker thread. If it crashes, the requests in flight fail with :class:`WorkerCrashedError` and it
+        carries on with the queue; after :data:`MAX_WORKER_CRASHES` crashes in a row the engine is dead."""
+        while True:
+            try:
+                self._serve()
+                break
+            except BaseException as error:  # the worker itself failed: nobody may hang
+                self._crash_streak += 1
+                _LOG.error("diffgemma engine worker crashed (%d in a row)", self._crash_streak, exc_info=error)
+                if self._crash_streak >= MAX_WORKER_CRASHES:
+                    self._dead = EngineDeadError(
+                        f"the engine worker died ({self._crash_streak} crashes in a row): {type(error).__name__}: {error}"
+                    )
+                    self._dead.__cause__ = error
+                    self._fail_everything(self._dead)
+                    return
+                crashed = WorkerCrashedError(
+                    f"the engine worker crashed while this request was in flight: {type(error).__name__}: {error}; "
+                    "the worker restarted"
+                )
+                crashed.__cause__ = error
+                self.core.fail_all(crashed)
         self._fail_everything(RequestCancelledError("the engine was shut down"))
+
+    def _serve(self) -> None:
+        while True:
+            with self._lock:
+                while not (self._inbox or self._cancels or self._closed or self.core.ready):
+                    self._wake.wait(self.core.seconds_until_due())
+                if self._closed:
+                    return
+                inbox, self._inbox = self._inbox, []
+                cancels, self._cancels = self._cancels, {}
+            for sequence in inbox:
+                self.core.add(sequence)
+            for sequence in self.core.scheduler.all():
+                if sequence.request_id in cancels:
+                    sequence.cancel_error = cancels[sequence.request_id]
+            with torch.inference_mode():
+                self.core.step()
+            self._crash_streak = 0
 
     def _fail_everything(self, error: DiffGemmaError) -> None:
         with self._lock:

@@ -71,7 +71,13 @@ class BlockSettler:
             self._commit(sequence, candidate, validation=None)
             return
         view = self._view(sequence, candidate)
-        judgement = judge(sequence.checker, view, sequence.block_attempts)
+        attempts, checker = tuple(sequence.block_attempts), sequence.checker
+        self.core.validations.submit(  # checked off the worker thread; judged below when the check returns
+            sequence, lambda: judge(checker, view, attempts),
+            lambda judgement: self._settle_judged(sequence, candidate, view, judgement), checker,
+        )
+
+    def _settle_judged(self, sequence: Sequence, candidate: _Candidate, view: BlockView, judgement) -> None:
         report, decision = judgement.report, judgement.decision
         if judgement.verdict is Verdict.COMMIT:
             self._commit_checked(sequence, candidate, view, report)
@@ -99,7 +105,7 @@ class BlockSettler:
         canvas = torch.where(frozen, block.argmax, noise)
         self.core.start_block(
             sequence, block.index, block.attempt + 1, block.params, generator, canvas, frozen,
-            max_steps=steps or max(1, block.params.max_denoising_steps // 3),
+            max_steps=min(steps or max(1, block.params.max_denoising_steps // 3), block.params.max_denoising_steps),
         )
 
     def _regenerate(self, sequence: Sequence, report: ValidationReport, overrides) -> None:

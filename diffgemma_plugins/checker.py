@@ -5,6 +5,10 @@ point: a :class:`ValidatorCheckerFactory` bound to the process-wide plugin manag
 request's ``validators`` / ``validator_options`` into a :class:`Checker` (or raises
 ``InvalidRequestError`` before any compute); the checker runs the validators, keeps their cross-block
 state transactional, tells the observer hooks, and asks the policy hooks what to do with a failed block.
+
+The engine runs ``check`` and ``decide`` on a validation thread (one request's calls never overlap), and
+``on_commit`` / ``on_exhausted`` on its worker thread; :attr:`Checker.running_validator` names the validator
+running now, so a block check that runs over the engine's limit is reported against it.
 """
 
 from __future__ import annotations
@@ -111,6 +115,7 @@ class Checker:
         self._disabled: dict[str, None] = {}
         self._extra_steps = 0
         self._last_attempts: tuple[int, tuple[RepairAttempt, ...]] = (-1, ())
+        self.running_validator: str | None = None  # read by the engine to name a validator that runs too long
 
     @property
     def extra_steps(self) -> int:
@@ -133,6 +138,7 @@ class Checker:
                 continue
             state = copy.deepcopy(self._committed[validator.name])
             started = time.perf_counter()
+            self.running_validator = validator.name
             try:
                 found = self._run(validator, block, state)
             except Exception as error:
@@ -142,6 +148,7 @@ class Checker:
                 states[validator.name] = state
             finally:
                 elapsed[validator.name] = (time.perf_counter() - started) * 1000
+                self.running_validator = None
             violations.extend(found)
             if any(v.severity >= Severity.FATAL for v in found):
                 fatal_stage = validator.stage
