@@ -103,6 +103,8 @@ def api_error(error: BaseException, rename: Mapping[str, str] | None = None) -> 
                         code="server_shutting_down", retry_after=5)
     if isinstance(error, DiffGemmaError) and isinstance(error, ValueError):
         return invalid(str(error))
+    if isinstance(error, DiffGemmaError):  # the server's own failure (a crashed worker or validator)
+        return ApiError(500, str(error), "server_error", code=type(error).__name__)
     return ApiError(500, "internal server error", "server_error", code="internal_error")
 
 

@@ -52,6 +52,16 @@ def default_allowed_hosts(host: str, allowed_hosts: Iterable[str] | None) -> lis
     return [ANY_HOST]
 
 
+def warn_if_exposed(host: str, api_key: str | None) -> bool:
+    """Log a loud warning for a non-loopback bind without a key; returns whether it warned."""
+    if is_loopback(host) or api_key is not None:
+        return False
+    banner = "=" * 78
+    logger.warning("%s\ndiffgemma serve is listening on %s WITHOUT an API key: anyone who can reach this port can "
+                   "run generations.\nSet --api-key-file or $%s.\n%s", banner, host, API_KEY_ENV, banner)
+    return True
+
+
 def header_timeout_protocol(seconds: float) -> type:
     """uvicorn's h11 protocol with a deadline for each request's headers (idle or trickling connections
     are closed; uvicorn's own keep-alive timeout only covers the gap between two requests)."""
@@ -126,11 +136,7 @@ def serve(
 
     engine = get_engine(model, **engine_settings)
     hosts = default_allowed_hosts(host, allowed_hosts)
-    if not is_loopback(host) and api_key is None:
-        logger.warning("=" * 78)
-        logger.warning("diffgemma serve is listening on %s WITHOUT an API key: anyone who can reach this port "
-                       "can run generations. Set --api-key-file or $%s.", host, API_KEY_ENV)
-        logger.warning("=" * 78)
+    warn_if_exposed(host, api_key)
     holder: dict[str, Any] = {}
 
     def engine_died() -> None:
