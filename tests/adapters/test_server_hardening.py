@@ -336,3 +336,62 @@ def test_allowed_hosts_admit_the_named_host_and_its_origin(shared_engine):
         assert client.get("/health", headers={"Origin": "https://evil.example"}).status_code == 403
     with TestClient(app, base_url="http://127.0.0.1") as client:
         assert client.get("/health").status_code == 403
+
+
+def test_serve_exits_with_status_3_when_its_engine_dies(monkeypatch):
+    import diffgemma_engine
+    from diffgemma_adapters.server import EXIT_ENGINE_DEAD, serve
+
+    engine = Engine(model="tiny-random")
+    monkeypatch.setattr(diffgemma_engine, "get_engine", lambda model=None, **settings: engine)
+    port = free_port()
+    status: list[int] = []
+    thread = threading.Thread(target=lambda: status.append(serve("tiny-random", port=port, shutdown_grace=5)),
+                              daemon=True)
+    thread.start()
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    assert wait_for(healthy)
+
+    def crash() -> None:
+        raise _WorkerKilled("fatal")
+
+    engine.core.step = crash
+    for _ in range(20):
+        if not engine.is_alive:
+            break
+        try:
+            httpx.post(f"http://127.0.0.1:{port}/v1/completions", json=SMALL, timeout=30)
+        except httpx.HTTPError:
+            break  # the server is already going down
+    thread.join(60)
+    assert not thread.is_alive()
+    assert status == [EXIT_ENGINE_DEAD]
+
+
+def test_the_serve_command_passes_its_flags(monkeypatch, tmp_path):
+    import diffgemma_adapters.server as server_package
+    from diffgemma_adapters.cli import main
+
+    calls: list[dict] = []
+    monkeypatch.setattr(server_package, "serve", lambda model, **kwargs: calls.append({"model": model, **kwargs}) or 3)
+    monkeypatch.delenv("DIFFGEMMA_API_KEY", raising=False)
+    key_file = tmp_path / "key"
+    key_file.write_text("secret\n")
+    status = main(["serve", "--model", "tiny-random", "--api-key-file", str(key_file), "--allowed-host", "a.example",
+                   "--allowed-host", "b.example", "--max-denoising-steps", "0", "--max-new-tokens", "512",
+                   "--served-model-name", "house", "--protect-health-and-metrics", "--header-timeout", "3"])
+    assert status == 3
+    [call] = calls
+    assert call["api_key"] == "secret" and call["allowed_hosts"] == ["a.example", "b.example"]
+    assert call["max_denoising_steps"] is None and call["max_new_tokens"] == 512
+    assert call["served_model_names"] == ["house"] and call["protect_observability"] is True
+    assert call["header_timeout"] == 3.0
+    monkeypatch.setenv("DIFFGEMMA_API_KEY", "from-env")
+    main(["serve", "--model", "tiny-random"])
+    assert calls[-1]["api_key"] == "from-env" and calls[-1]["max_denoising_steps"] == 256
