@@ -58,7 +58,7 @@ def safe_schema_validator(schema: Any) -> Any:
     if not isinstance(schema, (Mapping, bool)):
         raise ValueError(f"schema must be a JSON Schema object, got {type(schema).__name__}")
     own_containers = _check_shape(schema)
-    validator_class = jsonschema.validators.validator_for(schema)
+    validator_class = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     try:
         validator_class.check_schema(schema)
     except jsonschema.SchemaError as error:

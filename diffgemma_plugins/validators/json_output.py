@@ -102,6 +102,8 @@ class JsonOutput:
 
 def _schema_validator(schema: Any) -> Any:
     try:
+        import jsonschema  # noqa: F401  (a runtime dependency; a broken install gets the clear message below)
+
         from ._json_schema import safe_schema_validator
     except ImportError as error:
         raise ValueError(MISSING_JSONSCHEMA) from error

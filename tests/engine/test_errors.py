@@ -17,6 +17,7 @@ from diffgemma_engine import (
     SamplingParams,
     get_engine,
 )
+from diffgemma_engine.errors import GenerationTooLongError
 
 
 @pytest.mark.parametrize(
@@ -151,3 +152,41 @@ def test_get_engine_shares_one_engine_and_rejects_conflicts():
     with pytest.raises(InvalidRequestError) as raised:
         get_engine("tiny-random", max_running=3)
     assert raised.value.field == "max_running"
+
+
+def test_max_new_tokens_must_fit_the_context_window_in_whole_canvases(tiny_engine):
+    context, canvas = tiny_engine.context_length, tiny_engine.canvas_length
+    prompt = [5] * (context - 38)  # the 986 prompt tokens against 1,024: one canvas of room
+    room = (context - len(prompt)) // canvas * canvas
+    assert room == canvas
+    with pytest.raises(GenerationTooLongError) as raised:
+        tiny_engine.submit(prompt_token_ids=prompt, params=SamplingParams(max_new_tokens=400))
+    assert raised.value.field == "max_new_tokens" and raised.value.limit == room
+    assert isinstance(raised.value, InvalidRequestError) and "max_new_tokens" in str(raised.value)
+    with pytest.raises(GenerationTooLongError):
+        tiny_engine.submit(prompt_token_ids=prompt, params=SamplingParams(max_new_tokens=room + 1))
+    exact = tiny_engine.generate(prompt_token_ids=prompt,
+                                 params=SamplingParams(max_new_tokens=room, seed=0, ignore_eos=True, max_denoising_steps=2))
+    assert exact.usage.completion_tokens == room and exact.finish_reason == "length"
+
+
+def test_the_default_max_new_tokens_is_lowered_to_what_fits(tiny_engine):
+    context, canvas = tiny_engine.context_length, tiny_engine.canvas_length
+    prompt = [5] * (context - 2 * canvas - 3)
+    room = (context - len(prompt)) // canvas * canvas
+    assert tiny_engine.loaded.defaults.max_new_tokens > room  # the checkpoint's default would not fit
+    result = tiny_engine.generate(prompt_token_ids=prompt,
+                                  params=SamplingParams(seed=0, ignore_eos=True, max_denoising_steps=2))
+    assert result.usage.completion_tokens == room and result.finish_reason == "length"
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [({"validation_workers": 0}, "validation_workers"), ({"validation_workers": True}, "validation_workers"),
+     ({"validation_timeout": 0}, "validation_timeout"), ({"validation_timeout": math.inf}, "validation_timeout"),
+     ({"validation_timeout": "1"}, "validation_timeout")],
+)
+def test_bad_validation_pool_settings(settings, field):
+    with pytest.raises(InvalidRequestError) as raised:
+        EngineConfig(**settings)
+    assert raised.value.field == field

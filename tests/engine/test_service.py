@@ -22,8 +22,10 @@ from diffgemma_engine import (
     get_engine,
     shutdown_engines,
 )
-from diffgemma_engine.errors import RequestFailedError, WorkerCrashedError
+from diffgemma_engine.errors import RequestFailedError, ValidatorTimeoutError, WorkerCrashedError
+from diffgemma_engine.outputs import FinalEvent
 from diffgemma_engine.service import MAX_WORKER_CRASHES
+from diffgemma_engine.validation import RepairAction, RepairDecision, ValidationReport
 
 
 # A request that runs until cancelled: it fits the context window (30 canvases of 32 on tiny-random's 1,024
@@ -256,3 +258,192 @@ def test_the_interpreter_exits_cleanly_with_requests_in_flight():
     # Exiting cancels the work in flight instead of waiting for it (it would never end); a hang is bounded
     # by the subprocess timeout. Start-up dominates both runs, so they take about as long.
     assert in_flight < 2.0 * idle, f"exit with requests in flight took {in_flight:.1f}s vs {idle:.1f}s idle"
+
+
+# -- block checks off the worker thread ---------------------------------------------------------------
+
+
+class _Checker:
+    """A BlockChecker that passes every block after ``work(view)`` returns (sleeping, or blocking on an event)."""
+
+    def __init__(self, work, running_validator: str | None = None) -> None:
+        self.work = work
+        self.running_validator = running_validator
+
+    def check(self, view):
+        self.work(view)
+        return ValidationReport()
+
+    def decide(self, view, report, attempts):
+        return RepairDecision(RepairAction.ACCEPT)
+
+    def on_commit(self, view, report):
+        pass
+
+    def on_exhausted(self, view, report):
+        pass
+
+
+def _engine_with_checker(work, **settings) -> Engine:
+    engine = Engine(model="tiny-random", **settings)
+    engine.use_checker_factory(lambda info: _Checker(work, running_validator="test.slow"))
+    return engine
+
+
+BYSTANDER = SamplingParams(max_new_tokens=256, seed=1, ignore_eos=True, adaptive_stopping=False, max_denoising_steps=8)
+
+
+def _median_latency(engine: Engine, runs: int = 3) -> float:
+    latencies = []
+    for run in range(runs):
+        started = time.perf_counter()
+        engine.generate(f"bystander {run}", BYSTANDER)
+        latencies.append(time.perf_counter() - started)
+    return sorted(latencies)[len(latencies) // 2]
+
+
+def test_a_slow_block_check_delays_only_its_own_request():
+    check_seconds = 0.5  # the issue's 3 s per block, scaled down
+    checks: list[float] = []
+
+    def slow_check(view):
+        checks.append(time.perf_counter())
+        time.sleep(check_seconds)
+
+    engine = _engine_with_checker(slow_check)
+    idle = _median_latency(engine)
+    slow_params = SamplingParams(max_new_tokens=960, seed=0, ignore_eos=True, max_denoising_steps=2,
+                                 validators=("test.slow",))
+    slow = engine.submit("slow", slow_params)
+    _wait_until(lambda: checks, timeout=30)
+    loaded = _median_latency(engine)
+    checks_meanwhile = len(checks)
+    assert not slow.done  # the bystanders ran while the slow request was being checked, block after block
+    slow.cancel()
+    engine.shutdown()
+    assert checks_meanwhile >= 2
+    # Checked on the worker thread, each slow block would stall every bystander step for 0.5 s (measured
+    # ratio ~5); on the validation pool the bystander runs as if alone (measured ~1.0).
+    assert loaded < 2.0 * idle, f"bystander took {loaded:.3f}s with a slow check in flight vs {idle:.3f}s idle"
+
+
+def test_the_request_timeout_is_enforced_while_its_block_is_checked():
+    entered, release = threading.Event(), threading.Event()
+
+    def stuck_check(view):
+        entered.set()
+        release.wait(60)
+
+    engine = _engine_with_checker(stuck_check)
+    engine.generate("warm up", SamplingParams(max_new_tokens=4, seed=1, max_denoising_steps=2))
+    params = SamplingParams(max_new_tokens=8, seed=0, max_denoising_steps=2, timeout=3.0, validators=("test.slow",))
+    handle = engine.submit("stuck", params)
+    try:
+        with pytest.raises(RequestTimeoutError):
+            handle.result(timeout=30)  # the check would hold it for 60 s
+        assert entered.is_set() and not release.is_set()
+        assert engine.generate("next", SamplingParams(max_new_tokens=4, seed=1)).usage.completion_tokens <= 4
+    finally:
+        release.set()
+        engine.shutdown()
+
+
+def test_a_block_check_over_the_validation_timeout_fails_naming_the_validator():
+    release = threading.Event()
+    engine = _engine_with_checker(lambda view: release.wait(60), validation_timeout=0.3)
+    handle = engine.submit("stuck", SamplingParams(max_new_tokens=8, seed=0, validators=("test.slow",)))
+    try:
+        with pytest.raises(ValidatorTimeoutError) as raised:
+            handle.result(timeout=30)
+        assert raised.value.validator == "test.slow" and raised.value.limit == 0.3
+        assert "test.slow" in str(raised.value)
+    finally:
+        release.set()
+        engine.shutdown()
+
+
+def test_a_crashing_block_check_fails_its_request_with_a_typed_error():
+    def crash(view):
+        raise KeyError("broken checker")
+
+    engine = _engine_with_checker(crash)
+    handle = engine.submit("crash", SamplingParams(max_new_tokens=8, seed=0, validators=("test.slow",)))
+    with pytest.raises(RequestFailedError, match="broken checker") as raised:
+        handle.result(timeout=30)
+    assert raised.value.stage == "validation"
+    assert engine.generate("next", SamplingParams(max_new_tokens=4, seed=1)).usage.completion_tokens <= 4
+    engine.shutdown()
+
+
+# -- a failed batch -------------------------------------------------------------------------------------
+
+
+def _drive(engine: Engine, prompts: list[str], params: SamplingParams) -> tuple[list, list]:
+    """Run ``prompts`` in one batch by hand (no worker thread); returns their sequences and outcomes."""
+    import torch
+
+    outcomes: list = [None] * len(prompts)
+    sequences = []
+    for index, prompt in enumerate(prompts):
+        sequence, _ = engine._prepare(prompt, params, None, None, None)
+
+        def emit(item, index=index):
+            if isinstance(item, (FinalEvent, BaseException)):
+                outcomes[index] = item.result if isinstance(item, FinalEvent) else item
+
+        sequence.emit = emit
+        engine.core.add(sequence)
+        sequences.append(sequence)
+    with torch.inference_mode():
+        while engine.core.has_work:
+            engine.core.step()
+    return sequences, outcomes
+
+
+def test_a_failing_batch_fails_only_the_row_that_fails_alone(core_engine, monkeypatch):
+    engine = core_engine
+    denoise = engine.runner.denoise
+    poisoned: list = []
+    batch_sizes: list[int] = []
+
+    def denoise_failing_on_the_poisoned_row(rows):
+        batch_sizes.append(len(rows))
+        if poisoned and any(row.prefix is poisoned[0].prefix for row in rows):
+            raise RuntimeError("NaN in the poisoned row")
+        return denoise(rows)
+
+    monkeypatch.setattr(engine.runner, "denoise", denoise_failing_on_the_poisoned_row)
+    params = SamplingParams(max_new_tokens=64, seed=0, ignore_eos=True, max_denoising_steps=4)
+    original_prepare = engine._prepare
+
+    def prepare_marking_the_poisoned(prompt, *args):
+        sequence, stream = original_prepare(prompt, *args)
+        if prompt == "poisoned":
+            poisoned.append(sequence)
+        return sequence, stream
+
+    monkeypatch.setattr(engine, "_prepare", prepare_marking_the_poisoned)
+    _, outcomes = _drive(engine, ["first", "poisoned", "third"], params)
+    assert isinstance(outcomes[1], RequestFailedError) and "NaN in the poisoned row" in str(outcomes[1])
+    assert isinstance(outcomes[1].__cause__, RuntimeError) and outcomes[1].request_id == poisoned[0].request_id
+    assert [outcome.usage.completion_tokens for outcome in (outcomes[0], outcomes[2])] == [64, 64]
+    assert batch_sizes[:4] == [3, 1, 1, 1]  # the batch, then each row alone; then the two survivors together
+    assert set(batch_sizes[4:]) == {2}
+
+
+def test_a_batch_that_fails_only_together_fails_nobody(core_engine, monkeypatch):
+    engine = core_engine
+    denoise = engine.runner.denoise
+    calls: list[int] = []
+
+    def denoise_failing_once_for_a_batch(rows):
+        calls.append(len(rows))
+        if len(rows) > 1 and calls.count(len(rows)) == 1:
+            raise RuntimeError("out of memory for the batch")
+        return denoise(rows)
+
+    monkeypatch.setattr(engine.runner, "denoise", denoise_failing_once_for_a_batch)
+    params = SamplingParams(max_new_tokens=32, seed=0, ignore_eos=True, max_denoising_steps=4)
+    _, outcomes = _drive(engine, ["one", "two"], params)
+    assert [outcome.usage.completion_tokens for outcome in outcomes] == [32, 32]
+    assert calls[:3] == [2, 1, 1]
