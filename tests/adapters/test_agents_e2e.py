@@ -1,0 +1,79 @@
+"""Agents end to end against the engine (tiny-random): a forced first tool call, the tool runs, its result
+is fed back to the model, and the model's next turn is the final answer."""
+
+from __future__ import annotations
+
+import pytest
+from adapter_support import RecordingEngine
+
+from diffgemma_adapters._formats import RESPONSE_OPEN
+
+CALLS: list[str] = []
+
+
+def current_time() -> str:
+    """The current time."""
+    CALLS.append("current_time")
+    return "12:34"
+
+
+def _prompt(engine: RecordingEngine, index: int) -> str:
+    request = engine.requests[index]
+    return request.prompt if request.prompt is not None else engine.render_chat(request.messages)
+
+
+@pytest.fixture(autouse=True)
+def _reset_calls():
+    CALLS.clear()
+
+
+@pytest.mark.filterwarnings("ignore:create_react_agent has been moved")
+def test_langgraph_react_agent_runs_a_tool_and_answers(shared_engine):
+    pytest.importorskip("langgraph")
+    from langchain_core.messages import AIMessage, ToolMessage
+    from langchain_core.tools import tool
+    from langgraph.prebuilt import create_react_agent
+
+    from diffgemma_adapters.langchain import ChatDiffusionGemma
+
+    engine = RecordingEngine(shared_engine)
+    chat = ChatDiffusionGemma(engine=engine, max_tokens=16, max_denoising_steps=4, seed=0)
+    tools = [tool(current_time)]
+
+    def model(state, runtime):  # the first turn must call the tool; later turns are free
+        called = any(isinstance(message, ToolMessage) for message in state["messages"])
+        return chat.bind_tools(tools, tool_choice=None if called else "current_time")
+
+    agent = create_react_agent(model, tools)
+    messages = agent.invoke({"messages": [("user", "What time is it?")]}, {"recursion_limit": 6})["messages"]
+    assert CALLS == ["current_time"]
+    first_call = next(m for m in messages if isinstance(m, AIMessage))
+    assert first_call.tool_calls[0]["name"] == "current_time"
+    result = next(m for m in messages if isinstance(m, ToolMessage))
+    assert result.content == "12:34" and result.tool_call_id == first_call.tool_calls[0]["id"]
+    assert isinstance(messages[-1], AIMessage) and not messages[-1].tool_calls  # the final answer
+    assert len(engine.requests) == 2
+    assert f"{RESPONSE_OPEN}response:current_time" in _prompt(engine, 1)  # the result was fed back
+    assert "12:34" in _prompt(engine, 1)
+
+
+async def test_llamaindex_function_agent_runs_a_tool_and_answers(shared_engine):
+    pytest.importorskip("llama_index.core")
+    from llama_index.core.agent.workflow import FunctionAgent, ToolCallResult
+    from llama_index.core.tools import FunctionTool
+
+    from diffgemma_adapters.llamaindex import DiffusionGemma
+
+    engine = RecordingEngine(shared_engine)
+    llm = DiffusionGemma(engine=engine, max_tokens=16, max_denoising_steps=4, seed=0)
+    agent = FunctionAgent(tools=[FunctionTool.from_defaults(current_time)], llm=llm, initial_tool_choice="current_time")
+    handler = agent.run("What time is it?")
+    results = [event async for event in handler.stream_events() if isinstance(event, ToolCallResult)]
+    output = await handler
+    assert CALLS == ["current_time"]
+    assert [r.tool_name for r in results] == ["current_time"] and str(results[0].tool_output) == "12:34"
+    assert [call.tool_name for call in output.tool_calls] == ["current_time"]  # all the run made
+    assert output.response.role == "assistant"  # the final answer (a second call would have a third request)
+    assert len(engine.requests) == 2
+    assert f"{RESPONSE_OPEN}response:current_time" in _prompt(engine, 1)
+    assert "12:34" in _prompt(engine, 1)
