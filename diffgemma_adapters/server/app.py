@@ -66,11 +66,29 @@ class ServerState:
     engine: Any
     limits: ServerLimits
     model_names: tuple[str, ...]
-    executor: concurrent.futures.ThreadPoolExecutor
+    prepare_threads: int = DEFAULT_PREPARE_THREADS
     on_engine_dead: Callable[[], None] | None = None
     in_flight: set[RequestStream] = field(default_factory=set)
     shutting_down: bool = False
     engine_dead: bool = False
+    _executor: concurrent.futures.ThreadPoolExecutor | None = None
+
+    @property
+    def executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        """The pool that renders and tokenizes prompts (made on first use, released at shutdown)."""
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(self.prepare_threads,
+                                                                   thread_name_prefix="diffgemma-prepare")
+        return self._executor
+
+    def start(self) -> None:
+        self.shutting_down = False
+
+    def stop(self) -> None:
+        self.begin_shutdown()
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
 
     def begin_shutdown(self) -> None:
         """Refuse new requests and cancel every in-flight generation (each ends with a 503 / error event)."""
@@ -112,9 +130,7 @@ def create_app(
     """
     limits = ServerLimits(max_denoising_steps=max_denoising_steps, max_new_tokens=max_new_tokens)
     names = tuple(dict.fromkeys(served_model_names or (engine.model_name,)))
-    state = ServerState(engine, limits, names,
-                        concurrent.futures.ThreadPoolExecutor(prepare_threads, thread_name_prefix="diffgemma-prepare"),
-                        on_engine_dead=on_engine_dead)
+    state = ServerState(engine, limits, names, prepare_threads=prepare_threads, on_engine_dead=on_engine_dead)
     settings = GenerationSettings(engine=engine, on_validation_failure="return_flagged")
     metrics = ServerMetrics(engine)
     policy = AccessPolicy(api_key=api_key, allowed_hosts=allowed_host_set(allowed_hosts),
@@ -123,13 +139,13 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.start()
         watchdog = asyncio.ensure_future(_watch_engine(state))
         try:
             yield
         finally:
             watchdog.cancel()
-            state.begin_shutdown()
-            state.executor.shutdown(wait=False, cancel_futures=True)
+            state.stop()
 
     app = FastAPI(title="diffgemma", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)

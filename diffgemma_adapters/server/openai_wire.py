@@ -33,9 +33,10 @@ from diffgemma_engine import (
 )
 from diffgemma_engine.errors import PromptTooLongError
 
-from .._params import Turn
+from .._params import Turn, result_view
 
 MAX_STOP_STRINGS = 16
+MAX_STOP_LENGTH = 1024
 MAX_LIST_ITEMS = 256
 """Upper bound of list-valued fields (tools, validators, stop token ids): a body within the size limit can
 still hold a list long enough to slow every block's checks; these bounds keep each request's cost small."""
@@ -387,6 +388,8 @@ def stop_strings(stop: Any) -> list[str]:
         raise invalid(f"stop: at most {MAX_STOP_STRINGS} stop strings", param="stop")
     if any(not value for value in values):
         raise invalid("stop: stop strings must not be empty", param="stop")
+    if any(len(value) > MAX_STOP_LENGTH for value in values):
+        raise invalid(f"stop: a stop string has at most {MAX_STOP_LENGTH} characters", param="stop")
     return values
 
 
@@ -473,15 +476,13 @@ def finish_reason(result: GenerationResult, has_calls: bool = False) -> str:
 
 
 def usage(result: GenerationResult) -> dict[str, Any]:
-    return {"prompt_tokens": result.usage.prompt_tokens, "completion_tokens": result.usage.completion_tokens,
-            "total_tokens": result.usage.total_tokens,
-            "prompt_tokens_details": {"cached_tokens": getattr(result.usage, "cached_tokens", 0)}}
+    """OpenAI ``usage``, with ``prompt_tokens_details.cached_tokens`` (the adapters' one result view)."""
+    return result_view("", result)["usage"]
 
 
 def validation(result: GenerationResult) -> dict[str, Any]:
-    summary = result.validation
-    return {"passed": summary.passed, "repairs": summary.repairs, "extra_steps": summary.extra_steps,
-            "flags": list(summary.flags), "blocks": len(summary.blocks)}
+    """The ``validation`` summary every response carries (the adapters' one result view)."""
+    return result_view("", result)["validation"]
 
 
 def wire_tool_calls(calls: Sequence[Any]) -> list[dict[str, Any]]:

@@ -395,3 +395,44 @@ def test_the_serve_command_passes_its_flags(monkeypatch, tmp_path):
     monkeypatch.setenv("DIFFGEMMA_API_KEY", "from-env")
     main(["serve", "--model", "tiny-random"])
     assert calls[-1]["api_key"] == "from-env" and calls[-1]["max_denoising_steps"] == 256
+
+
+class _Overloaded:
+    """An engine whose wait queue is always full."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.inner = engine
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def submit(self, *args, **kwargs):
+        from diffgemma_engine import EngineOverloadedError
+
+        raise EngineOverloadedError("16 requests in flight")
+
+
+def test_a_full_queue_is_a_429_with_retry_after(shared_engine):
+    app = create_app(_Overloaded(shared_engine))
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        response = client.post("/v1/completions", json=SMALL)
+    assert response.status_code == 429 and int(response.headers["retry-after"]) >= 1
+    assert response.json()["error"]["type"] == "rate_limit_error"
+
+
+def test_the_app_serves_again_after_its_lifespan_restarts(shared_engine):
+    app = create_app(shared_engine)
+    for _ in range(2):
+        with TestClient(app, base_url="http://127.0.0.1") as client:
+            assert client.post("/v1/completions", json=SMALL).status_code == 200
+
+
+def test_prompt_tokens_are_counted_by_source(shared_engine):
+    app = create_app(shared_engine)
+    metrics = app.state.metrics
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        body = client.post("/v1/completions", json=SMALL).json()
+    usage = body["usage"]
+    cached = usage["prompt_tokens_details"]["cached_tokens"]
+    assert metrics.value("diffgemma_prompt_tokens_total", {"source": "cached"}) == cached
+    assert metrics.value("diffgemma_prompt_tokens_total", {"source": "computed"}) == usage["prompt_tokens"] - cached

@@ -174,6 +174,7 @@ CASES = [
     chat("stop-list-empty-string", stop=[""]),
     chat("stop-too-many", stop=[f"s{i}" for i in range(17)]),
     chat("stop-nested", stop=[["a"]]),
+    chat("stop-too-long", stop=["x" * 1025]),
     chat("logprobs-true", logprobs=True),
     chat("logprobs-string", logprobs="yes"),
     chat("top-logprobs", top_logprobs=3),
