@@ -19,24 +19,25 @@ from diffgemma_adapters.langchain import ChatDiffusionGemma
 
 def main(model: str | None) -> None:
     chat = ChatDiffusionGemma(model=model, max_tokens=64, seed=0)
-    prompt = ChatPromptTemplate.from_messages([("system", "You answer in one sentence."), ("human", "{question}")])
+    # The default demo model answers short questions of its training shapes; it never saw a system turn.
+    prompt = ChatPromptTemplate.from_messages([("human", "{question}")])
     chain = prompt | chat | StrOutputParser()
 
-    print("invoke:", repr(chain.invoke({"question": "Why is the sky blue?"})))
+    print("invoke:", repr(chain.invoke({"question": "What is three plus four?"})))
 
     # All inputs are in flight at once: the engine denoises them together, step by step.
-    answers = chain.batch([{"question": "What is rain?"}, {"question": "What is snow?"}])
+    answers = chain.batch([{"question": "Opposite of dark?"}, {"question": "What colour is a banana?"}])
     print("batch: ", [repr(answer) for answer in answers])
 
     # One chunk per committed canvas (block), append-only; the concatenation equals invoke's answer.
     print("stream:", end=" ")
-    for piece in chain.stream({"question": "Why is the sky blue?"}):
+    for piece in chain.stream({"question": "Make a JSON record for a person named Sven aged 36 who lives in Oslo."}):
         if piece:  # the closing chunk (usage, finish reason) carries no text
             print(repr(piece), end=" ", flush=True)
     print()
 
     async def events() -> None:
-        async for event in chain.astream_events({"question": "Why is the sky blue?"}, version="v2"):
+        async for event in chain.astream_events({"question": "Name a fruit."}, version="v2"):
             if event["event"] == "on_chat_model_end":
                 message = event["data"]["output"]
                 print("astream_events: usage", message.usage_metadata,
