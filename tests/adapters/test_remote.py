@@ -27,6 +27,7 @@ from diffgemma_adapters.remote import (  # noqa: E402
     RemoteAuthenticationError,
     RemoteConnectionError,
     RemoteEngine,
+    ServerKind,
     gemma_turns,
     map_api_error,
     text_pieces,
@@ -156,6 +157,7 @@ def block_texts(three_blocks) -> list[str]:
 
 def test_remote_engine_streams_what_the_engine_generates(remote, three_blocks):
     events = list(remote.submit(messages=CHAT, params=PARAMS))
+    assert remote.server is ServerKind.DIFFGEMMA  # read from owned_by in /v1/models
     blocks = [e for e in events if isinstance(e, BlockEvent)]
     result = events[-1].result
     assert isinstance(events[-1], FinalEvent)
