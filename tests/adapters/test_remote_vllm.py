@@ -312,3 +312,21 @@ def test_a_template_is_needed_to_render_tools(url):
         with pytest.raises(InvalidRequestError) as error:
             engine.render_chat(CHAT, tools=[{"type": "function", "function": {"name": "f"}}])
     assert error.value.field == "tools"
+
+
+# -- the adapters over base_url ---------------------------------------------------------------------------------
+
+
+def test_an_adapter_over_base_url_works_against_vllm(double, url):
+    langchain = pytest.importorskip("diffgemma_adapters.langchain")
+    chat = langchain.ChatDiffusionGemma(base_url=url, model=double.model, max_tokens=2 * CANVAS, max_retries=0)
+    try:
+        message = chat.invoke("hello")
+        [seen] = double.requests
+        assert message.content == "".join(double.tokens(chat_prompt(seen.body["messages"]), 2 * CANVAS))
+        assert "seed" not in seen.body and "temperature" not in seen.body
+        with pytest.raises(InvalidRequestError) as error:  # a seed vLLM cannot honour is an error, not dropped
+            chat.invoke("hello", seed=3)
+        assert error.value.field == "seed"
+    finally:
+        chat.engine.close()
