@@ -50,6 +50,13 @@ class RemoteGenerationError(RemoteEngineError):
         self.partial = partial
         super().__init__(message)
 
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable despite the keyword-only arguments
+        return _rebuild_generation_error, (str(self), self.finish_reason, self.partial)
+
+
+def _rebuild_generation_error(message: str, finish_reason: str, partial: GenerationResult | None) -> RemoteGenerationError:
+    return RemoteGenerationError(message, finish_reason=finish_reason, partial=partial)
+
 
 def map_api_error(error: BaseException) -> DiffGemmaError:
     """The diffgemma error for an ``openai`` client error.
