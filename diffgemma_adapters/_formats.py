@@ -43,7 +43,6 @@ from diffgemma_plugins.validators.gemma_syntax import (
     TOOL_CLOSE,
     TOOL_OPEN,
     parse_value,
-    value_prefix_end,
 )
 
 CALL_MARKERS = (CALL_OPEN, CALL_CLOSE, QUOTE)

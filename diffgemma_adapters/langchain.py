@@ -16,12 +16,9 @@ from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
     BaseMessage,
-    ChatMessage,
-    FunctionMessage,
-    HumanMessage,
-    SystemMessage,
     ToolMessage,
     convert_to_messages,
+    convert_to_openai_messages,
 )
 from langchain_core.messages.ai import InputTokenDetails, UsageMetadata
 from langchain_core.messages.tool import invalid_tool_call, tool_call, tool_call_chunk
@@ -602,32 +599,29 @@ class DiffusionGemmaLLM(_LangChainAdapter, BaseLLM):
 
 
 def _to_turns(messages: Sequence[BaseMessage]) -> list[Turn]:
-    return [_to_turn(index, message) for index, message in enumerate(messages)]
-
-
-def _to_turn(index: int, message: BaseMessage) -> Turn:
-    if isinstance(message.content, list):
-        for block in message.content:
-            kind = block.get("type") if isinstance(block, dict) else None
-            if kind in _MULTIMODAL_BLOCKS:
-                raise InvalidRequestError(f"messages[{index}]", f"the adapters take text only, got a {kind!r} block")
-    text = message.text
-    if isinstance(message, ToolMessage):
-        if message.status == "error":
+    """LangChain messages as turns, through LangChain's own ``convert_to_openai_messages`` (text only)."""
+    for index, message in enumerate(messages):
+        if isinstance(message.content, list):
+            for block in message.content:
+                kind = block.get("type") if isinstance(block, dict) else None
+                if kind in _MULTIMODAL_BLOCKS:
+                    raise InvalidRequestError(f"messages[{index}]", f"the adapters take text only, got a {kind!r} block")
+    try:
+        converted = convert_to_openai_messages(list(messages), text_format="string")
+    except ValueError as error:
+        raise InvalidRequestError("messages", str(error)) from error
+    turns = []
+    for message, openai in zip(messages, converted):
+        text = openai.get("content") or ""
+        if isinstance(message, ToolMessage) and message.status == "error":
             text = json.dumps({"error": text}, ensure_ascii=False)
-        return Turn("tool", text, name=message.name, tool_call_id=message.tool_call_id)
-    if isinstance(message, AIMessage):
-        calls = tuple((call["name"], call["args"], call.get("id")) for call in message.tool_calls)
-        return Turn("assistant", text, name=message.name, tool_calls=calls)
-    if isinstance(message, HumanMessage):
-        return Turn("user", text, name=message.name)
-    if isinstance(message, SystemMessage):
-        return Turn("system", text, name=message.name)
-    if isinstance(message, FunctionMessage):
-        return Turn("tool", text, name=message.name)
-    if isinstance(message, ChatMessage):
-        return Turn(message.role, text, name=message.name)
-    raise InvalidRequestError(f"messages[{index}]", f"unsupported message type {type(message).__name__}")
+        calls = tuple(
+            (call["function"]["name"], json.loads(call["function"]["arguments"] or "{}"), call.get("id"))
+            for call in openai.get("tool_calls", ())
+        )
+        turns.append(Turn(openai["role"], text, name=openai.get("name"), tool_calls=calls,
+                          tool_call_id=openai.get("tool_call_id")))
+    return turns
 
 
 # -- responses out ----------------------------------------------------------------------------------------
