@@ -59,21 +59,32 @@ def safe_schema_validator(schema: Any) -> Any:
         raise ValueError(f"schema must be a JSON Schema object, got {type(schema).__name__}")
     own_containers = _check_shape(schema)
     validator_class = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    _check_references(schema, validator_class, own_containers)
     try:
-        validator_class.check_schema(schema)
-    except jsonschema.SchemaError as error:
-        raise ValueError(f"schema is not a valid JSON Schema: {error.message}") from None
+        error = next(_meta_validator(validator_class).iter_errors(schema), None)
     except RecursionError:
         raise ValueError("schema nests too deeply to check") from None
+    if error is not None:
+        raise ValueError(f"schema is not a valid JSON Schema: {error.message}")
     _check_patterns(schema)
-    safe_class = jsonschema.validators.extend(
+    registry = referencing.Registry(retrieve=_refuse_retrieval)  # type: ignore[call-arg]
+    return _safe_class(validator_class)(schema, registry=registry)
+
+
+@functools.lru_cache(maxsize=None)
+def _meta_validator(validator_class: Any) -> Any:
+    """What ``validator_class.check_schema`` builds on every call, built once."""
+    meta_class = jsonschema.validators.validator_for(validator_class.META_SCHEMA, default=validator_class)
+    return meta_class(validator_class.META_SCHEMA, format_checker=meta_class.FORMAT_CHECKER)
+
+
+@functools.lru_cache(maxsize=None)
+def _safe_class(validator_class: Any) -> Any:
+    """``validator_class`` with its regex keywords on RE2."""
+    return jsonschema.validators.extend(
         validator_class,
         {"pattern": _pattern, "patternProperties": _pattern_properties, "additionalProperties": _additional_properties},
     )
-    registry = referencing.Registry(retrieve=_refuse_retrieval)  # type: ignore[call-arg]
-    validator = safe_class(schema, registry=registry)
-    _check_references(schema, validator_class, own_containers)
-    return validator
 
 
 def _check_shape(schema: Any) -> set[int]:
