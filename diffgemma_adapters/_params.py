@@ -236,6 +236,11 @@ class GenerationSettings(BaseModel):
         memo[id(self.engine)] = self.engine
         return super().__deepcopy__(memo)
 
+    def get_token_ids(self, text: str) -> list[int]:
+        """Token ids of ``text`` under the model's own tokenizer (LangChain's ``get_num_tokens`` and
+        LlamaIndex's ``Settings.tokenizer = llm.get_token_ids`` size prompts with it; nothing is downloaded)."""
+        return list(self.engine.tokenizer(text, add_special_tokens=False)["input_ids"])
+
     def engine_for(self, model: str | None) -> EngineLike:
         """The engine serving ``model`` (a per-call override), or this adapter's engine."""
         if model is None or model in (self.model, self.engine.model_name):

@@ -99,9 +99,7 @@ class _LangChainAdapter(GenerationSettings):
             params["ls_stop"] = stops
         return params
 
-    def get_token_ids(self, text: str) -> list[int]:
-        """Token ids of ``text`` under the model's own tokenizer (no GPT-2 download)."""
-        return list(self.engine.tokenizer(text, add_special_tokens=False)["input_ids"])
+    get_token_ids = GenerationSettings.get_token_ids  # the model's own tokenizer, not LangChain's GPT-2 default
 
     def _batch_config(self, config: RunnableConfig | list[RunnableConfig] | None, count: int) -> list[RunnableConfig]:
         """Let every input of a batch be in flight at once (up to a window), so the engine batches them."""

@@ -183,10 +183,6 @@ class DiffusionGemma(GenerationSettings, FunctionCallingLLM):
             system_role=MessageRole.SYSTEM,
         )
 
-    def get_token_ids(self, text: str) -> list[int]:
-        """Token ids under the model's tokenizer; use as ``Settings.tokenizer`` for exact prompt sizing."""
-        return list(self.engine.tokenizer(text, add_special_tokens=False)["input_ids"])
-
     # -- requests -------------------------------------------------------------------------------------
 
     def _completion_request(self, prompt: str, formatted: bool, kwargs: dict[str, Any]) -> PreparedRequest:
