@@ -58,8 +58,9 @@ Token counting without the model's tokenizer: :attr:`RemoteEngine.tokenizer` is 
 and ``count_tokens`` / the adapters' ``get_token_ids`` count pseudo-tokens, which is usually fewer than the
 model's subword tokens. Results' ``usage`` is the server's exact count for a response streamed in one
 request; after a continuation it is estimated, counting the server's token count (or one full canvas) per
-accepted non-final block. ``result.seed`` is the seed the client drew or was given; a server that takes no
-seed (vLLM) was not sent it, so there it reproduces nothing.
+accepted non-final block. ``result.seed`` is the seed the client drew or was given; only ``diffgemma serve``
+is always sent it (a plain OpenAI-compatible server gets a seed only when the caller set one, vLLM never),
+so elsewhere it may reproduce nothing.
 """
 
 from __future__ import annotations

@@ -28,7 +28,15 @@ from .request import Next, RemoteRequest
 from .server import RULES, ServerKind, ServerRules, check_settings, kind_of, server_kind
 from .template import ChatTemplate
 from .transport import _Transport
-from .wire import PieceTokenizer, RemoteEngineError, gemma_turns, map_api_error, text_pieces
+from .wire import (
+    PieceTokenizer,
+    RemoteAuthenticationError,
+    RemoteConnectionError,
+    RemoteEngineError,
+    gemma_turns,
+    map_api_error,
+    text_pieces,
+)
 
 logger = logging.getLogger("diffgemma_adapters.remote")
 
@@ -143,7 +151,14 @@ class RemoteEngine:
     def server(self) -> ServerKind:
         """What the server is: given, or read from ``/v1/models`` ``owned_by`` (looked up once)."""
         if self._server is None:
-            self._server = kind_of(self._transport.models(), self._model)
+            try:
+                self._server = kind_of(self._transport.models(), self._model)
+            except (RemoteConnectionError, RemoteAuthenticationError):
+                raise  # the request could not be sent either
+            except DiffGemmaError as error:  # no /v1/models (a bare OpenAI-compatible proxy)
+                logger.info("%s has no model listing (%s): treating it as a plain OpenAI-compatible server",
+                            self.base_url, error)
+                self._server = ServerKind.OPENAI
             logger.debug("%s is a %s server", self.base_url, self._server.value)
         return self._server
 

@@ -151,7 +151,9 @@ class RemoteRequest:
         self.usage = None
         self.final_checked = False
         self.pending, self.block_start_count = "", 0
-        seed = self.seed if first else derived_seed(self.seed, self.blocks, len(self.attempts))
+        seed = None  # a plain OpenAI server gets one only when the caller chose it: it may be a vLLM behind a proxy
+        if self.rules.takes_seed and (self.params.seed is not None or self.rules.seeds_every_request):
+            seed = self.seed if first else derived_seed(self.seed, self.blocks, len(self.attempts))
         top, extra = body_fields(self.params, self.rules, seed=seed, overrides=self.overrides)
         kwargs: dict[str, Any] = {"model": self.model, **top}
         if extra:

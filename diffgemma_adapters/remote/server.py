@@ -50,17 +50,21 @@ class ServerRules:
 
     kind: ServerKind
     takes_seed: bool
+    seeds_every_request: bool  # send a drawn seed when the caller gives none (so result.seed reproduces)
     takes_sampler_fields: bool  # SAMPLER_FIELDS and adaptive_stopping
     takes_stop_token_ids: bool  # stop_token_ids and ignore_eos (vLLM extensions of the OpenAI API)
     counts_tokens_per_chunk: bool  # stream_options.continuous_usage_stats (a vLLM extension)
 
 
 RULES = {
-    ServerKind.DIFFGEMMA: ServerRules(ServerKind.DIFFGEMMA, takes_seed=True, takes_sampler_fields=True,
+    ServerKind.DIFFGEMMA: ServerRules(ServerKind.DIFFGEMMA, takes_seed=True, seeds_every_request=True,
+                                      takes_sampler_fields=True,
                                       takes_stop_token_ids=True, counts_tokens_per_chunk=False),
-    ServerKind.VLLM: ServerRules(ServerKind.VLLM, takes_seed=False, takes_sampler_fields=False,
+    ServerKind.VLLM: ServerRules(ServerKind.VLLM, takes_seed=False, seeds_every_request=False,
+                                 takes_sampler_fields=False,
                                  takes_stop_token_ids=True, counts_tokens_per_chunk=True),
-    ServerKind.OPENAI: ServerRules(ServerKind.OPENAI, takes_seed=True, takes_sampler_fields=False,
+    ServerKind.OPENAI: ServerRules(ServerKind.OPENAI, takes_seed=True, seeds_every_request=False,
+                                   takes_sampler_fields=False,
                                    takes_stop_token_ids=False, counts_tokens_per_chunk=False),
 }
 
@@ -133,7 +137,7 @@ def body_fields(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """A request's fields for a server of ``rules``: ``(top-level keyword arguments, extra_body)``.
 
-    Only what the server accepts: ``seed`` to servers that take one, our sampler fields (with the
+    Only what the server accepts: ``seed`` (``None``: none) to servers that take one, our sampler fields (with the
     regeneration's ``overrides``) only to ``diffgemma serve``, ``stop_token_ids`` / ``ignore_eos`` only to
     servers that know them, never a ``temperature``. ``stream_options`` asks for usage, and for a running
     token count on every chunk from servers that give one (block boundaries come from it).

@@ -151,6 +151,19 @@ def test_a_request_completes_with_no_seed_temperature_or_sampler_fields_sent(dou
     assert seen.body["stream_options"] == {"include_usage": True, "continuous_usage_stats": True}
 
 
+def test_a_server_without_a_model_listing_is_a_plain_openai_server(double, url):
+    double.lists_models = False
+    with RemoteEngine(url, model=double.model, canvas_length=CANVAS) as engine:
+        assert engine.server is ServerKind.OPENAI
+        result = engine.generate(messages=CHAT, params=SamplingParams(max_new_tokens=CANVAS))
+        assert result.text == canvases(double, chat_prompt(CHAT), CANVAS)[0]
+        [seen] = double.requests  # no seed drawn for a server that might be a vLLM behind a proxy
+        assert "seed" not in seen.body and seen.body["stream_options"] == {"include_usage": True}
+        with pytest.raises(InvalidRequestError):  # a seed the caller chose is sent; this server refuses it
+            engine.generate(messages=CHAT, params=SamplingParams(max_new_tokens=CANVAS, seed=5))
+    assert double.requests[-1].body["seed"] == 5
+
+
 def test_settings_vllm_cannot_honour_are_errors_before_any_traffic(double, url):
     with RemoteEngine(url, canvas_length=CANVAS) as engine:
         for changes, field in (({"seed": 3}, "seed"), ({"t_min": 0.3}, "t_min"),

@@ -122,6 +122,7 @@ class VLLMDouble:
         self.fault: Fault | None = None
         self.split = 1
         self.eos_after: int | None = None  # tokens after which the model writes EOS
+        self.lists_models = True  # False: /v1/models answers 404, as some OpenAI-compatible proxies do
 
     # -- the "model" ---------------------------------------------------------------------------------
 
@@ -161,8 +162,10 @@ class VLLMDouble:
         app = FastAPI()
 
         @app.get("/v1/models")
-        async def models() -> dict[str, Any]:
+        async def models() -> Any:
             self.model_listings += 1
+            if not self.lists_models:
+                return JSONResponse(error_body("Not Found", "NotFoundError", 404), status_code=404)
             return {"object": "list", "data": [{"id": self.model, "object": "model", "created": int(time.time()),
                                                 "owned_by": "vllm", "root": self.model, "parent": None,
                                                 "max_model_len": self.max_model_len, "permission": []}]}
