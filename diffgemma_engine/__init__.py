@@ -3,7 +3,6 @@
 import importlib
 from typing import TYPE_CHECKING
 
-
 from .config import EngineConfig
 from .errors import (
     BlockValidationError,
