@@ -403,7 +403,7 @@ def _text(content: str | list[Any] | None, where: str) -> str:
             raise invalid(f"{param}: must be a content part object such as {{'type': 'text', 'text': ...}}",
                           param=param)
         kind = part.get("type")
-        if kind in _UNSUPPORTED_PARTS:
+        if isinstance(kind, str) and kind in _UNSUPPORTED_PARTS:
             raise invalid(f"{param}: {_UNSUPPORTED_PARTS[kind]} content is not supported; this model reads text only",
                           param=param, code="unsupported_content")
         if kind == "refusal" and isinstance(part.get("refusal"), str):

@@ -8,7 +8,9 @@ tiny-random engine.
 
 from __future__ import annotations
 
+import copy
 import json
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,6 +103,8 @@ CASES = [
     message("part-number", {"role": "user", "content": [5]}),
     message("part-list", {"role": "user", "content": [[]]}),
     message("part-unknown-type", {"role": "user", "content": [{"type": "video", "url": "x"}]}),
+    message("part-type-list", {"role": "user", "content": [{"type": [], "text": "hi"}]}),
+    message("part-type-object", {"role": "user", "content": [{"type": {"type": "text"}, "text": "hi"}]}),
     message("image-part", {"role": "user", "content": [{"type": "text", "text": "see"},
                                                        {"type": "image_url", "image_url": {"url": "http://x/i.png"}}]}),
     message("audio-part", {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "AA"}}]}),
@@ -356,3 +360,77 @@ def test_param_names_the_field_as_the_client_sent_it(client, fields, param):
     response = client.post(CHAT, json={"messages": USER, **fields}, headers=AUTH)
     assert response.status_code == 400
     assert response.json()["error"]["param"] == param
+
+
+# -- random mutations of a request that uses every feature ------------------------------------------------
+
+FULL = {
+    "model": "tiny-random",
+    "messages": [{"role": "system", "content": "s"},
+                 {"role": "user", "content": [{"type": "text", "text": "hi"}], "name": "a"},
+                 {"role": "assistant", "content": None, "tool_calls": [
+                     {"id": "c", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}]},
+                 {"role": "tool", "tool_call_id": "c", "content": "r"}],
+    "max_tokens": 3, "max_denoising_steps": 1, "seed": 1, "stop": ["zz"], "temperature": 0.5, "top_p": 0.9,
+    "tools": [{"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "properties": {"a": {"type": "integer"}}}}}],
+    "tool_choice": "auto", "parallel_tool_calls": False,
+    "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}},
+    "stream": False, "validators": ["builtin.utf8_integrity"], "validator_options": {"builtin.utf8_integrity": {}},
+    "entropy_bound": 0.1, "t_min": 0.2, "t_max": 0.5, "stop_token_ids": [5], "ignore_eos": False, "timeout": 30,
+    "on_validation_failure": "truncate", "adaptive_stopping": True, "stability_threshold": 1,
+    "confidence_threshold": 0.01,
+}
+REPLACEMENTS = [None, True, False, 0, -1, 1, 2**70, 1.5, -0.0, 1e308, "", "x", "auto", "none", "required", [], [1],
+                ["x"], {}, {"type": "function"}, {"type": "json_object"}, {"a": None}, [{}], [{"role": "user"}],
+                "\u0000", "builtin.json", ["builtin.json"], ["builtin.regex"], {"builtin.regex": {"pattern": "a+"}},
+                {"builtin.json": {"schema": {"$ref": "#/x"}}}]
+
+
+def _paths(value: Any, prefix: tuple = ()) -> list[tuple]:
+    found = [prefix] if prefix else []
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found += _paths(item, (*prefix, key))
+    return found
+
+
+def _mutant(rng: random.Random) -> tuple[str, dict]:
+    body = copy.deepcopy(FULL)
+    for _ in range(rng.randint(1, 3)):
+        path = rng.choice(_paths(body) or [("model",)])
+        target = body
+        for key in path[:-1]:
+            target = target[key]
+        if rng.random() < 0.15 and isinstance(target, dict):
+            target.pop(path[-1], None)
+        elif isinstance(target, (dict, list)):
+            target[path[-1]] = copy.deepcopy(rng.choice(REPLACEMENTS))
+    body["stream"] = body.get("stream") if rng.random() < 0.7 else True
+    if rng.random() < 0.2:
+        for name in ("messages", "tools", "tool_choice", "parallel_tool_calls"):
+            body.pop(name, None)
+        body["prompt"] = rng.choice(["x", ["x"], 5, None])
+        return COMPLETIONS, body
+    return CHAT, body
+
+
+def _check_mutants(client: TestClient, seed: int, count: int) -> None:
+    rng = random.Random(seed)
+    for _ in range(count):
+        path, body = _mutant(rng)
+        response = client.post(path, json=body, headers=AUTH)
+        assert response.status_code < 500, (response.text, body)
+        if response.status_code != 200:
+            assert set(response.json()["error"]) == {"message", "type", "param", "code"}, body
+        elif body.get("stream") is True:
+            assert response.text.rstrip().endswith("data: [DONE]"), body
+
+
+def test_random_mutations_of_a_full_request_never_give_a_500(client):
+    _check_mutants(client, seed=0, count=40)
+
+
+@pytest.mark.slow
+def test_many_random_mutations_never_give_a_500(client):
+    _check_mutants(client, seed=1, count=1_500)
