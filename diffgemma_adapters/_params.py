@@ -222,8 +222,11 @@ class GenerationSettings(BaseModel):
     def __getstate__(self) -> dict[str, Any]:
         """Pickled without the engine (it holds threads and weights): unpickling acquires it again, from the
         process-wide registry (``get_engine(model)``, so every copy shares one engine) or from ``base_url``."""
+        fields = dict(self.__dict__)
         state = super().__getstate__()
-        return {**state, "__dict__": {**state["__dict__"], "engine": None}}
+        pickled = {**state["__dict__"], "engine": None}
+        self.__dict__.update(fields)  # llama-index's __getstate__ deletes unpicklable fields from the live object
+        return {**state, "__dict__": pickled}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
