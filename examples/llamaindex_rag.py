@@ -25,7 +25,9 @@ DOCUMENTS = [
 
 
 def main(model: str | None) -> None:
-    llm = DiffusionGemma(model=model, max_tokens=64, seed=0)
+    # One canvas per answer keeps the script quick; the demo model was not trained on RAG prompts, so its
+    # answers here show the wiring, not quality (see docs/demo-model.md).
+    llm = DiffusionGemma(model=model, max_tokens=32, seed=0)
     Settings.llm = llm
     Settings.embed_model = MockEmbedding(embed_dim=8)
     Settings.tokenizer = llm.get_token_ids  # size prompts with the model's own tokenizer
