@@ -219,6 +219,8 @@ def create_app(
                 logger.error("error preparing a request", exc_info=error)
             return _error_response(api)
         state.in_flight.add(handle)
+        if state.shutting_down:  # submitted while the shutdown began: cancelled like the others
+            handle.cancel()
         reply = wire.Reply(id=f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", created=int(time.time()),
                            model=parsed.model or names[0], chat=chat)
         if parsed.stream:

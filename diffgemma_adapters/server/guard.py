@@ -83,6 +83,8 @@ def allowed_host_set(names: Iterable[str] | None) -> frozenset[str]:
     """Normalised host names (``[::1]`` -> ``::1``); ``None`` -> the loopback names."""
     if names is None:
         return LOOPBACK_HOSTS
+    if isinstance(names, str):
+        names = [names]
     return frozenset(_strip_brackets(name.strip().lower()) for name in names if name.strip())
 
 
