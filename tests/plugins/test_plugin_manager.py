@@ -67,7 +67,7 @@ def plugin_names(pm):
 def test_builtins_are_registered_first_and_every_hook_has_a_spec(pm):
     assert plugin_names(pm) == ["builtin_validators", "builtin_policy"]
     pm.check_pending()
-    assert len(pm.validator_registry()) == 11
+    assert len(pm.validator_registry()) == 12
 
 
 def test_an_installed_plugin_is_loaded_and_listed_with_its_distribution(install):
