@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -14,6 +15,7 @@ from diffgemma_engine import InvalidRequestError
 
 from .app import DEFAULT_MAX_DENOISING_STEPS, DEFAULT_MAX_REQUEST_BYTES, create_app
 from .guard import ANY_HOST, is_loopback
+from .openai_wire import ApiError
 
 API_KEY_ENV = "DIFFGEMMA_API_KEY"
 EXIT_ENGINE_DEAD = 3
@@ -62,16 +64,23 @@ def warn_if_exposed(host: str, api_key: str | None) -> bool:
     return True
 
 
-def header_timeout_protocol(seconds: float) -> type:
+def guarded_protocol(header_timeout: float, max_connections: int | None = None) -> type:
     """uvicorn's h11 protocol with a deadline for each request's headers (idle or trickling connections
-    are closed; uvicorn's own keep-alive timeout only covers the gap between two requests)."""
+    are closed; uvicorn's own keep-alive timeout only covers the gap between two requests) and, with
+    ``max_connections``, an OpenAI-shaped 503 for a connection over the limit (closed before reading)."""
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    class HeaderTimeoutH11Protocol(H11Protocol):
+    seconds = header_timeout
+
+    class GuardedH11Protocol(H11Protocol):
         _header_timer: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
+            if max_connections is not None and len(self.connections) > max_connections:
+                transport.write(_TOO_MANY_CONNECTIONS)
+                transport.close()
+                return
             self._arm()
 
         def _arm(self) -> None:
@@ -103,7 +112,19 @@ def header_timeout_protocol(seconds: float) -> type:
             if self.cycle is None or self.cycle.response_complete:
                 self.transport.close()
 
-    return HeaderTimeoutH11Protocol
+    return GuardedH11Protocol
+
+
+def _too_many_connections_response() -> bytes:
+    error = ApiError(503, "too many open connections; retry shortly", "server_error", code="too_many_connections",
+                     retry_after=1)
+    body = json.dumps(error.body()).encode()
+    head = ("HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
+            f"connection: close\r\ncontent-length: {len(body)}\r\n\r\n")
+    return head.encode() + body
+
+
+_TOO_MANY_CONNECTIONS = _too_many_connections_response()
 
 
 def serve(
@@ -170,9 +191,8 @@ def uvicorn_server(app: Any, host: str = "127.0.0.1", port: int = 8000, *, heade
     import uvicorn
 
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level,
-                            http=header_timeout_protocol(header_timeout), timeout_keep_alive=idle_timeout,
-                            timeout_graceful_shutdown=shutdown_grace, limit_concurrency=max_connections,
-                            server_header=False)
+                            http=guarded_protocol(header_timeout, max_connections), timeout_keep_alive=idle_timeout,
+                            timeout_graceful_shutdown=shutdown_grace, server_header=False)
     return _make_server(config, app.state.server)
 
 

@@ -436,3 +436,18 @@ def test_prompt_tokens_are_counted_by_source(shared_engine):
     cached = usage["prompt_tokens_details"]["cached_tokens"]
     assert metrics.value("diffgemma_prompt_tokens_total", {"source": "cached"}) == cached
     assert metrics.value("diffgemma_prompt_tokens_total", {"source": "computed"}) == usage["prompt_tokens"] - cached
+
+
+def test_a_connection_over_the_limit_gets_an_openai_shaped_503(shared_engine):
+    app = create_app(shared_engine)
+    with running(app, max_connections=2) as (base, port, _):
+        held = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(2)]
+        time.sleep(0.2)  # let the server register both
+        try:
+            response = httpx.get(f"{base}/health", timeout=30)
+            assert response.status_code == 503 and response.headers["retry-after"] == "1"
+            assert response.json()["error"]["code"] == "too_many_connections"
+        finally:
+            for sock in held:
+                sock.close()
+        assert wait_for(lambda: httpx.get(f"{base}/health", timeout=30).status_code == 200, timeout=30)
