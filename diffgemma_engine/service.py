@@ -388,7 +388,8 @@ class _EngineRegistry:
 def _check_compatible(engine: Engine, wanted: EngineConfig) -> None:
     """An unset ``max_running`` accepts whatever the engine chose; every other setting must match."""
     for name in ("max_running", "max_waiting", "compile", "validation", "quantization", "offload", "prefix_cache",
-                 "prefix_cache_bytes", "prefill_chunk_tokens", "max_running_tokens"):
+                 "prefix_cache_bytes", "prefill_chunk_tokens", "max_running_tokens", "validation_workers",
+                 "validation_timeout"):
         running = engine.max_running if name == "max_running" else getattr(engine.config, name)
         asked = getattr(wanted, name)
         if name in ("max_running", "max_running_tokens") and asked is None:

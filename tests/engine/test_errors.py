@@ -190,3 +190,11 @@ def test_bad_validation_pool_settings(settings, field):
     with pytest.raises(InvalidRequestError) as raised:
         EngineConfig(**settings)
     assert raised.value.field == field
+
+
+def test_get_engine_rejects_conflicting_validation_pool_settings():
+    get_engine("tiny-random")
+    for name, value in (("validation_workers", 9), ("validation_timeout", 1.5)):
+        with pytest.raises(InvalidRequestError) as raised:
+            get_engine("tiny-random", **{name: value})
+        assert raised.value.field == name
