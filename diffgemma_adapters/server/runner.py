@@ -107,6 +107,13 @@ def guarded_protocol(header_timeout: float, max_connections: int | None = None) 
             self._disarm()
             super().connection_lost(exc)
 
+        def send_400_response(self, msg: str) -> None:  # uvicorn's is plain text
+            if self.cycle is not None and not self.cycle.response_complete:
+                super().send_400_response(msg)
+                return
+            self.transport.write(_MALFORMED_HTTP)
+            self.transport.close()
+
         def _headers_late(self) -> None:
             self._header_timer = None
             if self.cycle is None or self.cycle.response_complete:
@@ -115,16 +122,19 @@ def guarded_protocol(header_timeout: float, max_connections: int | None = None) 
     return GuardedH11Protocol
 
 
-def _too_many_connections_response() -> bytes:
-    error = ApiError(503, "too many open connections; retry shortly", "server_error", code="too_many_connections",
-                     retry_after=1)
+def _raw_response(error: ApiError, reason: str) -> bytes:
+    """A complete HTTP/1.1 response carrying ``error``, for the protocol level (the connection then closes)."""
     body = json.dumps(error.body()).encode()
-    head = ("HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
+    extra = "".join(f"{name}: {value}\r\n" for name, value in error.headers().items())
+    head = (f"HTTP/1.1 {error.status} {reason}\r\ncontent-type: application/json\r\n{extra}"
             f"connection: close\r\ncontent-length: {len(body)}\r\n\r\n")
     return head.encode() + body
 
 
-_TOO_MANY_CONNECTIONS = _too_many_connections_response()
+_TOO_MANY_CONNECTIONS = _raw_response(ApiError(503, "too many open connections; retry shortly", "server_error",
+                                               code="too_many_connections", retry_after=1), "Service Unavailable")
+_MALFORMED_HTTP = _raw_response(ApiError(400, "malformed HTTP request", "invalid_request_error",
+                                         code="malformed_http"), "Bad Request")
 
 
 def serve(

@@ -451,3 +451,17 @@ def test_a_connection_over_the_limit_gets_an_openai_shaped_503(shared_engine):
             for sock in held:
                 sock.close()
         assert wait_for(lambda: httpx.get(f"{base}/health", timeout=30).status_code == 200, timeout=30)
+
+
+def test_malformed_http_gets_an_openai_shaped_400(shared_engine):
+    app = create_app(shared_engine)
+    with running(app) as (base, port, _):
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+            reply = b""
+            while chunk := sock.recv(4096):
+                reply += chunk
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400")
+        assert json.loads(body)["error"]["code"] == "malformed_http"
+        assert httpx.get(f"{base}/health", timeout=30).status_code == 200
