@@ -85,7 +85,7 @@ def expert_offload_plan(
         raise InvalidRequestError("device", f"must be a CUDA device index, got {device!r}")
     plan = plan_memory(source, quantization=quantization, dtype=dtype, context=context, max_batch=max_batch,
                        card_sizes_gb=())
-    model = meta_model(load_plan_config(source)[0])
+    model = meta_model(load_plan_config(source)[0], text_only=True)
     expert_bytes = _expert_bytes(model, plan)
     gpu_weights = plan.weight_bytes - expert_bytes
     requests = request_bytes(plan, max_batch)

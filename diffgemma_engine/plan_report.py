@@ -40,7 +40,10 @@ def render_plan(plan: MemoryPlan) -> str:
             [(name, _count(value), f"{100 * value / params.total:.1f}%")
              for name, value in (("experts (fused 3-D)", params.experts), ("other linear", params.linear),
                                  ("embeddings (tied)", params.embeddings), ("norms and scales", params.norms),
-                                 ("vision tower", params.vision), ("total", params.total))],
+                                 ("vision tower (not placed)", params.vision), ("total", params.total),
+                                 ("placed (text only)", params.placed),
+                                 (f"active per token (top-{plan.top_k_experts} of {plan.num_experts} experts)",
+                                  params.active))],
         ),
         "",
         _table(

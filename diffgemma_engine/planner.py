@@ -5,7 +5,8 @@ builds the model on the **meta device** (no weights are allocated) to count para
 and adds up, for a context length and a number of concurrent requests:
 
 * weights for each mode (fp32, bf16, int8 and int4 weight-only; the quantized sizes use the exact
-  storage layout of :mod:`diffgemma_engine.quantization`, scales included);
+  storage layout of :mod:`diffgemma_engine.quantization`, scales included) of what the text-only
+  engine places: the vision tower is counted but never loaded;
 * the KV cache: ``2 x kv_heads x head_dim x bytes`` per token per layer, with sliding-window layers
   capped at the window and full-attention layers using their own head width and KV heads
   (``per_layer_config``);
@@ -121,11 +122,23 @@ class ParameterCounts:
     linear: int  # every other nn.Linear of the text model (attention, shared MLP, router, self-conditioning)
     embeddings: int  # the token embedding (tied with lm_head)
     norms: int  # RMSNorm weights, router scales and other 1-D parameters of the text model
-    vision: int  # vision tower and its projection into the text model
+    vision: int  # vision tower and its projection into the text model (never placed for text-only use)
+    active_experts: int = 0  # expert parameters one token runs through: experts x top_k / num_experts
 
     @property
     def total(self) -> int:
         return self.experts + self.linear + self.embeddings + self.norms + self.vision
+
+    @property
+    def placed(self) -> int:
+        """Parameters the text-only engine loads onto its device: everything but the vision modules."""
+        return self.total - self.vision
+
+    @property
+    def active(self) -> int:
+        """Parameters one token runs through: the top-k routed experts' share plus every other text
+        parameter (the tied embedding included, as published counts do)."""
+        return self.active_experts + self.linear + self.embeddings + self.norms
 
 
 @dataclass(frozen=True)
@@ -289,12 +302,18 @@ def _config_from_dict(data: dict[str, Any], where: str) -> Any:
 
 # -- counting ---------------------------------------------------------------------------------------
 
-def meta_model(config: Any) -> torch.nn.Module:
-    """The model built on the meta device: every parameter has its real shape and no storage."""
+def meta_model(config: Any, *, text_only: bool = False) -> torch.nn.Module:
+    """The model built on the meta device: every parameter has its real shape and no storage.
+    ``text_only``: without the vision modules, i.e. what the engine actually places."""
     from transformers import DiffusionGemmaForBlockDiffusion
 
     with torch.device("meta"):
-        return DiffusionGemmaForBlockDiffusion(config)
+        model = DiffusionGemmaForBlockDiffusion(config)
+    if text_only:
+        from .loader import drop_vision
+
+        drop_vision(model)
+    return model
 
 
 def count_parameters(model: torch.nn.Module) -> ParameterCounts:
@@ -308,7 +327,15 @@ def count_parameters(model: torch.nn.Module) -> ParameterCounts:
             full_name = f"{module_name}.{name}" if module_name else name
             kinds[id(parameter)] = _group_of(full_name, module, parameter)
             groups[kinds[id(parameter)]] += parameter.numel()
-    return ParameterCounts(**groups)
+    return ParameterCounts(**groups, active_experts=_active_experts(model, groups["experts"]))
+
+
+def _active_experts(model: torch.nn.Module, experts: int) -> int:
+    text = model.config.get_text_config(decoder=True) if hasattr(model, "config") else None
+    total, top_k = getattr(text, "num_experts", None), getattr(text, "top_k_experts", None)
+    if not experts or not total or not top_k:
+        return experts
+    return experts * int(top_k) // int(total)
 
 
 def _group_of(name: str, module: torch.nn.Module, parameter: torch.Tensor) -> str:
@@ -411,7 +438,7 @@ def plan_memory(
         raise InvalidRequestError(
             "context", f"{context} exceeds the model's {text.max_position_embeddings}-token context window"
         )
-    model = meta_model(config)
+    model = meta_model(config, text_only=True)  # the weights the engine places (no vision tower)
     options = tuple(weight_memory(model, mode, dtype) for mode in _WEIGHT_MODES)
     if quantization is not None:
         weights = next(option for option in options if option.mode == quantization).total_bytes
@@ -431,7 +458,7 @@ def plan_memory(
         vocab_size=int(text.vocab_size),
         canvas_length=int(config.canvas_length),
         max_position_embeddings=int(text.max_position_embeddings),
-        parameters=count_parameters(model),
+        parameters=count_parameters(meta_model(config)),
         weight_options=options,
         quantization=quantization,
         dtype=dtype,

@@ -347,6 +347,62 @@ def quantize_model(model: nn.Module, mode: str | None, *, device: str | torch.de
     )
 
 
+class QuantizedStreamingTarget:
+    """One group of modules sharing a weight (encoder and decoder copies), quantized as a loader reads the
+    weight's tensors one at a time; :meth:`finish` swaps the modules once every tensor has arrived."""
+
+    def __init__(self, model: nn.Module, module_names: list[str], kind: str, mode: str,
+                 device: str | torch.device) -> None:  # fmt: skip
+        self.model = model
+        self.module_names = module_names
+        self.kind = kind
+        self.mode = mode
+        self.device = device
+        self.quantized: dict[str, QuantizedTensor | None] = dict.fromkeys(_WEIGHT_ATTRIBUTES[kind])
+
+    def receive(self, attribute: str, value: torch.Tensor) -> None:
+        """Quantize one full-precision tensor (``attribute`` of the module) on the target device."""
+        with torch.no_grad():
+            self.quantized[attribute] = QuantizedTensor.quantize(value.to(self.device), self.mode)
+
+    def finish(self) -> None:
+        missing = [attribute for attribute, value in self.quantized.items() if value is None]
+        if missing:
+            raise ModelLoadError(f"the checkpoint has no {', '.join(missing)} for {self.module_names[0]}")
+        for name in self.module_names:
+            module = self.model.get_submodule(name)
+            if self.kind == "experts":
+                replacement: nn.Module = QuantizedExperts(module, self.quantized["gate_up_proj"],
+                                                          self.quantized["down_proj"])
+            else:
+                replacement = QuantizedLinear(self.quantized["weight"], module.bias)
+            _replace_module(self.model, name, replacement)
+
+
+def streaming_targets(model: nn.Module, mode: str, device: str | torch.device) -> dict[str, QuantizedStreamingTarget]:
+    """``{tensor name: target}`` for every tensor :func:`quantize_model` would quantize in ``model`` (a
+    meta-device model is fine), under each name a checkpoint may store it by (shared weights appear under
+    every owner's name, all pointing at one target). Same selection as :func:`quantize_model`: a linear
+    whose width int4 cannot group stays floating, and so do experts if either tensor cannot be grouped."""
+    mode = validate_mode(mode)
+    groups: dict[int, list[tuple[str, str]]] = {}
+    for name, module, kind in _target_modules(model):
+        weight = module.gate_up_proj if kind == "experts" else module.weight
+        groups.setdefault(id(weight), []).append((name, kind))
+    targets: dict[str, QuantizedStreamingTarget] = {}
+    for users in groups.values():
+        kind = users[0][1]
+        first = model.get_submodule(users[0][0])
+        attributes = _WEIGHT_ATTRIBUTES[kind]
+        if not all(_quantizable_shape(tuple(getattr(first, attribute).shape), mode) for attribute in attributes):
+            continue
+        target = QuantizedStreamingTarget(model, [name for name, _ in users], kind, mode, device)
+        for name, _ in users:
+            for attribute in attributes:
+                targets[f"{name}.{attribute}"] = target
+    return targets
+
+
 def held_parameter_bytes(model: nn.Module) -> int:
     """Bytes of parameter and buffer storage the model actually holds (shared storage counted once)."""
     seen: set[tuple] = set()

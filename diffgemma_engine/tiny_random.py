@@ -93,6 +93,28 @@ def build_config(canvas_length: int = 32, **text_overrides) -> DiffusionGemmaCon
     return DiffusionGemmaConfig(text_config=text_config, vision_config=vision_config, canvas_length=canvas_length)
 
 
+def build_real_layout_config(canvas_length: int = 16, **text_overrides) -> DiffusionGemmaConfig:
+    """A small config with the published checkpoint's layer layout (``planner.REAL_CHECKPOINT_CONFIG``):
+    five sliding-window layers to one full-attention layer, sliding layers with 2 KV heads x 16, full layers
+    with their own single KV head x 32 whose keys and values come from one projection (``attention_k_eq_v``),
+    the real rope settings (default rope on sliding layers, proportional rope with a quarter of the dims
+    rotated on full layers), MoE with top-k routing, and a 64-token window that a 1,500-token prompt
+    crosses many times. Small enough for CPU tests in bf16 and fp32."""
+    text_config = dict(
+        num_hidden_layers=6,
+        layer_types=None,  # transformers' own 5:1 pattern, the last layer full
+        num_key_value_heads=2,
+        num_global_key_value_heads=1,
+        head_dim=16,
+        global_head_dim=32,
+        attention_k_eq_v=True,
+        sliding_window=64,
+        max_position_embeddings=4096,
+    )
+    text_config.update(text_overrides)
+    return build_config(canvas_length=canvas_length, **text_config)
+
+
 def build_generation_config() -> DiffusionGemmaGenerationConfig:
     """The real checkpoint's generation config format and defaults."""
     return DiffusionGemmaGenerationConfig(
