@@ -62,8 +62,8 @@ class EngineCore:
         )
 
     def seconds_until_due(self) -> float | None:
-        """Seconds until a validating sequence's timeout or block-check limit runs out (``None``: none set)."""
-        dues = [s.deadline for s in self.scheduler.running if s.deadline is not None and self.validations.is_validating(s)]
+        """Seconds until a sequence's timeout or a block check's limit runs out (``None``: none set)."""
+        dues = [sequence.deadline for sequence in self.scheduler.all() if sequence.deadline is not None]
         if (check_due := self.validations.next_due()) is not None:
             dues.append(check_due)
         return max(0.0, min(dues) - time.perf_counter()) if dues else None
