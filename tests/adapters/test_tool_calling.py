@@ -195,3 +195,47 @@ def test_include_raw_returns_the_parsing_error_instead_of_raising():
     out = chat.with_structured_output(Person, include_raw=True).invoke("Sven, 36.")
     assert out["parsed"] is None and out["parsing_error"] is not None
     assert out["raw"].response_metadata["finish_reason"] == "validation_failed"
+
+
+# -- tools through the chat template -------------------------------------------------------------------
+
+TOOLS_TEMPLATE = (
+    "{{ bos_token }}{% if tools %}<|turn>system\nTOOLS:{% for t in tools %}{{ t.function.name }};{% endfor %}<turn|>\n"
+    "{% endif %}{% for m in messages %}<|turn>{{ m.role }}\n{{ m.content }}<turn|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|turn>model\n{% endif %}"
+)
+
+
+class _ToolTemplateEngine:
+    """tiny-random with a chat template that declares tools itself, as real Gemma 4 checkpoints' do."""
+
+    def __init__(self, engine) -> None:
+        import copy
+
+        self.inner = engine
+        self.tokenizer = copy.deepcopy(engine.tokenizer)
+        self.tokenizer.chat_template = TOOLS_TEMPLATE
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def render_chat(self, messages, tools=None):
+        return self.tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
+
+
+def test_tools_are_declared_by_a_template_that_supports_them(shared_engine):
+    settings = GenerationSettings(engine=_ToolTemplateEngine(shared_engine))
+    assert settings.roles_for(settings.engine).tools
+    request = prepare_request(settings, turns=[Turn("user", "hi")], tools=[WEATHER, CLOCK])
+    assert request.prompt.startswith("<bos><|turn>system\nTOOLS:get_weather;clock;<turn|>")
+    assert "declaration:" not in request.prompt  # no hand-written declarations on top
+    forced = prepare_request(settings, turns=[Turn("user", "hi")], tools=[WEATHER], tool_choice="get_weather")
+    assert forced.prompt == settings.engine.render_chat([{"role": "user", "content": "hi"}], tools=[WEATHER]) + (
+        f"{CALL_OPEN}call:get_weather{{")
+
+
+def test_a_template_without_tool_support_gets_gemma_declarations_in_the_system_turn(shared_engine):
+    request = prepare_request(_settings(), turns=[Turn("system", "Be brief."), Turn("user", "hi")], tools=[WEATHER])
+    assert request.messages[0]["role"] == "system"
+    assert request.messages[0]["content"].startswith("<|tool>declaration:get_weather{")
+    assert request.messages[0]["content"].endswith("Be brief.") and "You can call" not in request.messages[0]["content"]
