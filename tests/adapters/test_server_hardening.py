@@ -465,3 +465,17 @@ def test_malformed_http_gets_an_openai_shaped_400(shared_engine):
         assert head.startswith(b"HTTP/1.1 400")
         assert json.loads(body)["error"]["code"] == "malformed_http"
         assert httpx.get(f"{base}/health", timeout=30).status_code == 200
+
+
+def test_a_body_that_does_not_arrive_in_time_is_a_408(shared_engine):
+    app = create_app(shared_engine, body_timeout=0.5)
+    with running(app) as (base, port, _):
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(f"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                         "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"prompt\"".encode())
+            reply = b""
+            while chunk := sock.recv(4096):
+                reply += chunk
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408")
+        assert json.loads(body)["error"]["code"] == "body_timeout"
