@@ -447,3 +447,20 @@ def test_a_batch_that_fails_only_together_fails_nobody(core_engine, monkeypatch)
     _, outcomes = _drive(engine, ["one", "two"], params)
     assert [outcome.usage.completion_tokens for outcome in outcomes] == [32, 32]
     assert calls[:3] == [2, 1, 1]
+
+
+def test_the_worker_sleeps_while_its_only_request_is_being_checked():
+    engine_steps: list[int] = []
+    engine = None
+
+    def slow_check(view):
+        engine_steps.append(engine.core.steps)
+        time.sleep(0.5)
+        engine_steps.append(engine.core.steps)
+
+    engine = _engine_with_checker(slow_check)
+    engine.generate("one block", SamplingParams(max_new_tokens=8, seed=0, max_denoising_steps=2,
+                                                validators=("test.slow",)))
+    engine.shutdown()
+    before, after = engine_steps
+    assert after - before <= 2  # a busy-waiting worker would step thousands of times in 0.5 s
