@@ -252,9 +252,17 @@ class _Call:
     default_caps: dict[str, int]
 
 
+def _tokens_field(parsed: Any) -> str:
+    """The field that sets the token limit: ``max_tokens`` wins over ``max_completion_tokens``, as in the
+    adapters (``_params.OPTION_ALIASES``: the real name wins over the alias)."""
+    if parsed.max_tokens is None and getattr(parsed, "max_completion_tokens", None) is not None:
+        return "max_completion_tokens"
+    return "max_tokens"
+
+
 def _renames(parsed: Any, chat: bool) -> dict[str, str]:
     """Engine field names -> the request's own (a validator's options may come from ``response_format``)."""
-    tokens_field = "max_completion_tokens" if getattr(parsed, "max_completion_tokens", None) is not None else "max_tokens"
+    tokens_field = _tokens_field(parsed)
     rename = {"max_new_tokens": tokens_field, "max_tokens": tokens_field, "prompt": "messages" if chat else "prompt",
               "on_exhausted": "on_validation_failure"}
     if parsed.validator_options is None and (parsed.response_format is not None or getattr(parsed, "tools", None)):
@@ -285,12 +293,13 @@ def _call(parsed: Any, chat: bool, limits: ServerLimits, metrics: ServerMetrics,
         elif value != neutral:
             raise wire.invalid(f"{name}: block diffusion does not use it; only {neutral:g} (no effect) is accepted",
                                param=name)
-    max_tokens = getattr(parsed, "max_completion_tokens", None)
-    tokens_field = "max_completion_tokens" if max_tokens is not None else "max_tokens"
-    if max_tokens is None:
-        max_tokens = parsed.max_tokens
+    tokens_field = _tokens_field(parsed)
+    max_tokens = getattr(parsed, tokens_field)
     if max_tokens is not None:
         options["max_tokens"] = max_tokens
+    shadowed = getattr(parsed, "max_completion_tokens", None) if tokens_field == "max_tokens" else None
+    if shadowed is not None and limits.max_new_tokens is not None and shadowed > limits.max_new_tokens:
+        _apply_limits({"max_tokens": shadowed}, "max_completion_tokens", limits, metrics, engine)  # raises
     default_caps = _apply_limits(options, tokens_field, limits, metrics, engine)
     stop = wire.stop_strings(parsed.stop)
     if chat:

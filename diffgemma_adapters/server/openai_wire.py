@@ -269,7 +269,7 @@ class _CommonRequest(_Strict):
     model: Annotated[str, Field(max_length=1024)] | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = None
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
     temperature: Annotated[float, Field(ge=0)] | None = None
     top_p: Annotated[float, Field(ge=0, le=1)] | None = None
     n: int | None = None
@@ -288,7 +288,7 @@ _CompletionBase = create_model("_CompletionBase", __base__=_CommonRequest, **_en
 
 class ChatCompletionRequest(_ChatBase):  # type: ignore[misc, valid-type]
     messages: Annotated[list[Message], Field(min_length=1)]
-    max_completion_tokens: int | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     response_format: ResponseFormat | None = None
     tools: Annotated[list[Tool], Field(max_length=MAX_LIST_ITEMS)] | None = None
     tool_choice: ToolChoice | None = None

@@ -150,3 +150,13 @@ def test_the_remote_engine_sends_every_sampling_params_field_and_the_server_take
                  "confidence_threshold", "adaptive_stopping", "stop", "stop_token_ids", "ignore_eos"):
         assert getattr(received, name) == getattr(params, name), name
     assert received.validators == ()  # validators run on the client, never on the server
+
+
+def test_max_tokens_wins_over_max_completion_tokens_as_in_the_adapters(recording_engine):
+    with TestClient(create_app(recording_engine), base_url="http://127.0.0.1") as client:
+        both = client.post("/v1/chat/completions", json={"messages": ASK, "max_tokens": 2,
+                                                         "max_completion_tokens": 5, "max_denoising_steps": 1})
+        assert both.status_code == 200, both.text
+        assert recording_engine.requests[-1].params.max_new_tokens == 2
+        alone = client.post("/v1/chat/completions", json={"messages": ASK, "max_completion_tokens": 0})
+        assert alone.json()["error"]["param"] == "max_completion_tokens"
