@@ -9,7 +9,6 @@ from .registry import DEFAULT_MODEL
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-DEFAULT_PREFIX_CACHE_BYTES = 1 << 30
 DEFAULT_PREFILL_CHUNK_TOKENS = 2048
 
 
@@ -34,7 +33,9 @@ class EngineConfig:
             chat history including the model's own committed answers) across requests, in blocks of
             64 tokens. On by default.
         prefix_cache_bytes: the most bytes of KV the prefix cache keeps (least recently used blocks are
-            evicted beyond it); the memory planner reserves it on a GPU. Default 1 GiB.
+            evicted beyond it); the memory planner reserves it on a GPU. ``None`` (the default): 1 GiB,
+            or on a GPU what is left after the weights and the running requests if that is less (the
+            default cache never costs a running slot).
         prefill_chunk_tokens: prompt tokens encoded per encoder pass. Longer prompts are encoded in
             chunks, so prefill memory grows linearly with the prompt. Default 2048.
         validation_workers: threads that run block checks (validators) off the worker thread, so a slow
@@ -57,7 +58,7 @@ class EngineConfig:
     quantization: str | None = None
     offload: str | None = None
     prefix_cache: bool = True
-    prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES
+    prefix_cache_bytes: int | None = None
     prefill_chunk_tokens: int = DEFAULT_PREFILL_CHUNK_TOKENS
     max_running_tokens: int | None = None
     validation_workers: int = 4
@@ -77,7 +78,7 @@ class EngineConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidRequestError(name, f"must be a positive int, got {value!r}")
         value = self.prefix_cache_bytes
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
             raise InvalidRequestError("prefix_cache_bytes", f"must be a non-negative int, got {value!r}")
         if isinstance(self.validation_workers, bool) or not isinstance(self.validation_workers, int) \
                 or self.validation_workers < 1:

@@ -23,7 +23,17 @@ import torch
 
 from .errors import InvalidRequestError, ModelLoadError
 from .offload import OffloadPlan, expert_offload_plan
-from .planner import format_bytes, plan_memory, request_bytes, safe_max_running, safe_running_tokens, usable_bytes
+from .planner import (
+    DEFAULT_PREFIX_CACHE_BYTES,
+    MemoryPlan,
+    default_prefix_cache_bytes,
+    format_bytes,
+    plan_memory,
+    request_bytes,
+    safe_max_running,
+    safe_running_tokens,
+    usable_bytes,
+)
 
 DEFAULT_MAX_RUNNING = 16
 """``max_running`` when nothing bounds it (host memory; the planner has no device budget to apply)."""
@@ -53,6 +63,7 @@ class Placement:
     device_memory_bytes: int | None = None
     reason: str = ""
     max_running_tokens: int | None = None  # the scheduler's token budget (None: unbounded)
+    prefix_cache_bytes: int = 0  # the prefix cache's budget, reserved in the plan
 
 
 def validate_offload(mode: Any) -> str | None:
@@ -71,13 +82,15 @@ def plan_placement(
     offload: str | None = None,
     max_running: int | None = None,
     device_memory_bytes: int | None = None,
-    prefix_cache_bytes: int = 0,
+    prefix_cache_bytes: int | None = 0,
     max_running_tokens: int | None = None,
 ) -> Placement:
     """Decide where ``model`` goes on ``device`` (see the module docstring).
 
     ``device_memory_bytes`` overrides the free memory read from the device (for planning a device this
-    process does not see, and for tests).
+    process does not see, and for tests). ``prefix_cache_bytes=None`` chooses the prefix cache budget:
+    :data:`~diffgemma_engine.planner.DEFAULT_PREFIX_CACHE_BYTES` on the host, and on a GPU that or the
+    memory left after the weights and the running requests, whichever is less.
     """
     offload = validate_offload(offload)
     if not device.startswith("cuda"):
@@ -87,22 +100,23 @@ def plan_placement(
                 "already holds every weight in host memory (use a cuda device, or leave offload unset)"
             )
         chosen = max_running if max_running is not None else DEFAULT_MAX_RUNNING
+        budget = DEFAULT_PREFIX_CACHE_BYTES if prefix_cache_bytes is None else prefix_cache_bytes
         return Placement(device, chosen, reason="set by the caller" if max_running is not None else "host default",
-                         max_running_tokens=max_running_tokens)  # fmt: skip
+                         max_running_tokens=max_running_tokens, prefix_cache_bytes=budget)  # fmt: skip
     memory = device_memory_bytes if device_memory_bytes is not None else free_cuda_memory(device)
     dtype_name = _dtype_name(dtype)
     source = model
     if offload is not None:
         plan = expert_offload_plan(source, memory, quantization=quantization, dtype=dtype_name,
                                    max_batch=max_running or 1, device=cuda_index(device))  # fmt: skip
-        resident = replace(plan_memory(source, quantization=quantization, dtype=dtype_name, card_sizes_gb=(),
-                                       prefix_cache_bytes=prefix_cache_bytes),
-                           weight_bytes=plan.gpu_weight_bytes)  # fmt: skip
+        resident = _with_prefix_cache(
+            replace(plan_memory(source, quantization=quantization, dtype=dtype_name, card_sizes_gb=()),
+                    weight_bytes=plan.gpu_weight_bytes), memory, prefix_cache_bytes, max_running)  # fmt: skip
         fitting = safe_max_running(resident, memory)
         chosen = _placement(device, max_running, fitting, memory, plan, "experts in host memory")
         return _with_token_budget(chosen, resident, memory, max_running_tokens)
-    plan = plan_memory(source, quantization=quantization, dtype=dtype_name, card_sizes_gb=(),
-                       prefix_cache_bytes=prefix_cache_bytes)  # fmt: skip
+    plan = _with_prefix_cache(plan_memory(source, quantization=quantization, dtype=dtype_name, card_sizes_gb=()),
+                              memory, prefix_cache_bytes, max_running)  # fmt: skip
     fitting = safe_max_running(plan, memory)
     if fitting == 0:
         raise DeviceMemoryError(
@@ -116,10 +130,20 @@ def plan_placement(
                               max_running_tokens)  # fmt: skip
 
 
-def _with_token_budget(placement: Placement, plan, memory: int, asked: int | None) -> Placement:
-    """The caller's token budget, or the tokens of KV the memory next to the weights holds."""
+def _with_prefix_cache(plan: MemoryPlan, memory: int, asked: int | None, max_running: int | None) -> MemoryPlan:
+    """The plan with the prefix cache's budget reserved: the caller's, or by default what is left after
+    the requests that will run (the caller's ``max_running``, or as many as fit, capped)."""
+    if asked is None:
+        running = max_running if max_running is not None else min(safe_max_running(plan, memory), MAX_AUTO_RUNNING)
+        asked = default_prefix_cache_bytes(plan, memory, max(1, running))
+    return replace(plan, prefix_cache_bytes=asked, total_bytes=plan.total_bytes - plan.prefix_cache_bytes + asked)
+
+
+def _with_token_budget(placement: Placement, plan: MemoryPlan, memory: int, asked: int | None) -> Placement:
+    """The caller's token budget, or the tokens of KV the memory next to the weights holds; and the
+    prefix cache budget the plan reserved."""
     tokens = asked if asked is not None else safe_running_tokens(plan, memory, placement.max_running)
-    return replace(placement, max_running_tokens=tokens)
+    return replace(placement, max_running_tokens=tokens, prefix_cache_bytes=plan.prefix_cache_bytes)
 
 
 def _placement(device: str, asked: int | None, fitting: int, memory: int, offload: OffloadPlan | None,

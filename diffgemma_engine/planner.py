@@ -63,6 +63,9 @@ cache and the padded batch stack the model runner keeps between steps (the runne
 before building a new one)."""
 
 DEFAULT_CONTEXT = 8192
+DEFAULT_PREFIX_CACHE_BYTES = 1 * GIB
+"""The prefix cache's budget when the caller sets none; on a device, at most what is left after the
+running requests (see :func:`default_prefix_cache_bytes`)."""
 REAL_CHECKPOINT = "google/diffusiongemma-26B-A4B-it"
 
 REAL_CHECKPOINT_CONFIG: dict[str, Any] = {
@@ -492,14 +495,22 @@ def safe_max_running(plan: MemoryPlan, device_memory_bytes: int) -> int:
     return max(1, int(free // batched))
 
 
+def default_prefix_cache_bytes(plan: MemoryPlan, device_memory_bytes: int, max_running: int) -> int:
+    """The prefix cache budget when the caller sets none: what is left after the weights and
+    ``max_running`` requests at the plan's context, at most :data:`DEFAULT_PREFIX_CACHE_BYTES` — so the
+    cache never costs a running slot."""
+    left = usable_bytes(device_memory_bytes) - plan.weight_bytes - request_bytes(plan, max_running)
+    return max(0, min(DEFAULT_PREFIX_CACHE_BYTES, left))
+
+
 def safe_running_tokens(plan: MemoryPlan, device_memory_bytes: int, max_running: int) -> int:
-    """The scheduler's token budget: prompt + generated tokens of KV that fit next to the weights, the
-    prefix cache and ``max_running`` rows of sampler buffers (sliding layers counted uncapped; at least
-    one request at the plan's context)."""
+    """The scheduler's token budget: prompt + generated tokens whose KV fits next to the weights, the
+    prefix cache and ``max_running`` rows of sampler buffers, at the KV bytes per token of a request at
+    the plan's context (sliding layers capped at their window); at least that one request."""
     free = usable_bytes(device_memory_bytes) - plan.weight_bytes - plan.prefix_cache_bytes
     free -= max_running * plan.sampler.bytes_per_row
-    per_token = plan.kv.bytes_per_token * _kv_copies(max_running)
-    return max(plan.kv.context, int(free // per_token)) if per_token else plan.kv.context
+    per_request = plan.kv.bytes_per_request * _kv_copies(max_running)
+    return max(plan.kv.context, int(free * plan.kv.context // per_request))
 
 
 def usable_bytes(device_memory_bytes: int) -> int:

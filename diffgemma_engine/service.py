@@ -64,14 +64,14 @@ class Engine:
         self.config = config if config is not None else EngineConfig(**settings)
         self.device = resolve_device(self.config.device)
         self.dtype = resolve_dtype(self.config.dtype, self.device)
+        cache_budget = self.config.prefix_cache_bytes if self.config.prefix_cache else 0
         self.placement = plan_placement(self.config.model, self.device, self.dtype,
                                         quantization=self.config.quantization, offload=self.config.offload,
-                                        max_running=self.config.max_running,
-                                        prefix_cache_bytes=self.config.prefix_cache_bytes if self.config.prefix_cache else 0,
+                                        max_running=self.config.max_running, prefix_cache_bytes=cache_budget,
                                         max_running_tokens=self.config.max_running_tokens)  # fmt: skip
         self.loaded = load_model(self.config.model, self.device, self.dtype, self.config.quantization,
                                  offload=self.placement.offload)  # fmt: skip
-        prefix_cache = PrefixCache(self.config.prefix_cache_bytes) if self.config.prefix_cache else None
+        prefix_cache = PrefixCache(self.placement.prefix_cache_bytes) if self.config.prefix_cache else None
         self.runner = ModelRunner(self.loaded, compile_decoder=self.config.compile, prefix_cache=prefix_cache,
                                   prefill_chunk_tokens=self.config.prefill_chunk_tokens)  # fmt: skip
         self.core = EngineCore(self.loaded, self.runner, self.max_running, self.placement.max_running_tokens)

@@ -124,6 +124,19 @@ def test_planner_reserves_the_prefix_cache_and_derives_a_token_budget():
     assert plan_placement("tiny-random", "cpu", torch.float32).max_running_tokens is None
 
 
+@pytest.mark.parametrize("gib", [20, 24, 80])
+def test_the_default_prefix_cache_budget_never_costs_a_running_slot(gib):
+    def place(budget):
+        return plan_placement(REAL_CHECKPOINT, "cuda:0", torch.bfloat16, quantization="int4",
+                              device_memory_bytes=gib * GIB, prefix_cache_bytes=budget)  # fmt: skip
+
+    default, none = place(None), place(0)
+    assert default.max_running == none.max_running
+    assert 0 <= default.prefix_cache_bytes <= GIB
+    assert default.max_running_tokens >= default.max_running * plan_memory(REAL_CHECKPOINT, card_sizes_gb=()).kv.context
+    assert plan_placement("tiny-random", "cpu", torch.float32, prefix_cache_bytes=None).prefix_cache_bytes == GIB
+
+
 @pytest.mark.parametrize("field", ["prefill_chunk_tokens", "max_running_tokens"])
 def test_prefill_settings_are_validated(field):
     from diffgemma_engine import EngineConfig
