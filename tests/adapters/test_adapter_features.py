@@ -100,7 +100,7 @@ def test_prefix_cache_hits_surface_in_usage():
     result = GenerationResult("r", "x", (1,), "stop", Usage(10, 1, cached_tokens=8), GenerationStats(), seed=0)
     view = result_view("m", result)
     assert view["usage"]["prompt_tokens_details"] == {"cached_tokens": 8}
-    from diffgemma_adapters.langchain import _usage
+    from diffgemma_adapters.langchain.base import usage_metadata as _usage
 
     assert _usage(result)["input_token_details"] == {"cache_read": 8}
 

@@ -1,26 +1,15 @@
-"""LangChain chat and completion models backed by the shared in-process DiffusionGemma engine.
-
-Install with the ``langchain`` extra: ``pip install "diffgemma-plugins[langchain]"``.
-"""
+"""``ChatDiffusionGemma``: the LangChain chat model (tools, structured output, streaming, batches)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from operator import itemgetter
 from typing import Any, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel, BaseLLM, LangSmithParams, LanguageModelInput
-from langchain_core.messages import (
-    AIMessage,
-    AIMessageChunk,
-    BaseMessage,
-    ToolMessage,
-    convert_to_messages,
-    convert_to_openai_messages,
-)
-from langchain_core.messages.ai import InputTokenDetails, UsageMetadata
+from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, convert_to_messages
 from langchain_core.messages.tool import invalid_tool_call, tool_call, tool_call_chunk
 from langchain_core.output_parsers import (
     JsonOutputKeyToolsParser,
@@ -28,93 +17,23 @@ from langchain_core.output_parsers import (
     PydanticOutputParser,
     PydanticToolsParser,
 )
-from langchain_core.outputs import (
-    ChatGeneration,
-    ChatGenerationChunk,
-    ChatResult,
-    Generation,
-    GenerationChunk,
-    LLMResult,
-)
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableMap, RunnablePassthrough
-from langchain_core.runnables.config import get_config_list
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import ConfigDict, model_validator
 
-from diffgemma_engine import BlockEvent, FinalEvent, GenerationResult, InvalidRequestError, RequestStream, __version__
+from diffgemma_engine import BlockEvent, FinalEvent, GenerationResult
 
-from ._formats import ToolCall, ToolCallAssembler
-from ._params import (
-    SAMPLING_OPTIONS,
-    GenerationSettings,
-    PreparedRequest,
-    Turn,
-    prepare_request,
-    resolve_tool_choice,
-    result_view,
-)
+from .._formats import ToolCall, ToolCallAssembler
+from .._params import PreparedRequest, prepare_request, resolve_tool_choice
+from .base import LangChainAdapter, response_metadata, to_turns, usage_metadata
 
-__all__ = ["ChatDiffusionGemma", "DiffusionGemmaLLM"]
-
-PROVIDER = "diffusiongemma"
-BATCH_WINDOW_PER_SLOT = 4
-"""``batch``/``abatch`` keep up to this many requests per engine batch slot (``max_running``) in flight."""
-
-_MULTIMODAL_BLOCKS = frozenset({"image", "image_url", "audio", "input_audio", "video", "file", "media"})
+__all__ = ["ChatDiffusionGemma"]
 
 
-class _LangChainAdapter(GenerationSettings):
-    """What both LangChain classes share: identity, tracing parameters, token counting, batching."""
-
-    streaming: bool = False
-    """Stream by default: ``invoke`` then goes through ``_stream`` (one callback per committed block)."""
-
-    @model_validator(mode="after")
-    def _set_diffgemma_version(self) -> _LangChainAdapter:
-        self._add_version("diffgemma-plugins", __version__)
-        return self
-
-    @property
-    def _identifying_params(self) -> dict[str, Any]:
-        return self.model_dump(include={"model", "stop", "model_kwargs", *SAMPLING_OPTIONS})
-
-    def _ls_params(
-        self, model_type: Literal["chat", "llm"], stop: list[str] | None, kwargs: Mapping[str, Any]
-    ) -> LangSmithParams:
-        params = LangSmithParams(
-            ls_provider=PROVIDER,
-            ls_model_name=kwargs.get("model") or self.model,
-            ls_model_type=model_type,
-        )
-        temperature = kwargs.get("temperature", self.temperature)
-        if temperature is not None:
-            params["ls_temperature"] = temperature
-        max_tokens = kwargs.get("max_tokens", self.max_tokens)
-        if max_tokens is not None:
-            params["ls_max_tokens"] = max_tokens
-        stops = [*(self.stop or ()), *(stop or ())]
-        if stops:
-            params["ls_stop"] = stops
-        return params
-
-    get_token_ids = GenerationSettings.get_token_ids  # the model's own tokenizer, not LangChain's GPT-2 default
-
-    def _batch_config(self, config: RunnableConfig | list[RunnableConfig] | None, count: int) -> list[RunnableConfig]:
-        """Let every input of a batch be in flight at once (up to a window), so the engine batches them."""
-        configs = get_config_list(config, count)
-        if configs and configs[0].get("max_concurrency") is None:
-            window = min(count, _batch_window(self.engine))
-            configs = [{**c, "max_concurrency": window} for c in configs]
-        return configs
-
-
-def _batch_window(engine: Any) -> int:
-    return max(1, BATCH_WINDOW_PER_SLOT * (getattr(engine, "max_running", None) or 4))
-
-
-class ChatDiffusionGemma(_LangChainAdapter, BaseChatModel):
+class ChatDiffusionGemma(LangChainAdapter, BaseChatModel):
     """DiffusionGemma chat model, served in-process by the shared diffgemma engine.
 
     Text is generated block by block (one canvas of the model at a time); streaming yields one chunk per
@@ -232,7 +151,7 @@ class ChatDiffusionGemma(_LangChainAdapter, BaseChatModel):
     def _prepare(self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]) -> PreparedRequest:
         options = dict(kwargs)
         options.pop("stream", None)  # core passes stream=True along when it streams
-        return prepare_request(self, turns=_to_turns(messages), stop=stop, **options)
+        return prepare_request(self, turns=to_turns(messages), stop=stop, **options)
 
     def _generate(
         self,
@@ -357,7 +276,7 @@ class ChatDiffusionGemma(_LangChainAdapter, BaseChatModel):
     ) -> int:
         """Prompt tokens of ``messages`` (and ``tools``) exactly as this model would see them."""
         formatted = [convert_to_openai_tool(tool) for tool in tools or ()]
-        request = prepare_request(self, turns=_to_turns(convert_to_messages(messages)), tools=formatted)
+        request = prepare_request(self, turns=to_turns(convert_to_messages(messages)), tools=formatted)
         prompt = request.prompt if request.prompt is not None else self.engine.render_chat(request.messages)
         return len(self.get_token_ids(prompt))
 
@@ -457,187 +376,8 @@ class ChatDiffusionGemma(_LangChainAdapter, BaseChatModel):
         return RunnableMap(raw=llm) | parse.with_fallbacks([keep_raw], exception_key="parsing_error")
 
 
-class DiffusionGemmaLLM(_LangChainAdapter, BaseLLM):
-    """DiffusionGemma completion model (text in, text out), served in-process by the shared engine.
-
-    The prompt is sent as raw text; set ``apply_chat_template=True`` to wrap it as one user turn of the
-    model's chat template (instruction-tuned checkpoints answer better that way), or use
-    :class:`ChatDiffusionGemma` for conversations.
-
-    Setup:
-        .. code-block:: bash
-
-            pip install "diffgemma-plugins[langchain]"
-
-    Key init args:
-        The same as :class:`ChatDiffusionGemma` (``model``/``engine``, ``temperature``, ``max_tokens``,
-        ``stop``, ``seed``, the denoising parameters, ``validators``, ``on_validation_failure``), plus
-        ``apply_chat_template``.
-
-    Instantiate:
-        .. code-block:: python
-
-            from diffgemma_adapters.langchain import DiffusionGemmaLLM
-
-            llm = DiffusionGemmaLLM(model="tiny-random", max_tokens=32, seed=0)
-
-    Invoke:
-        .. code-block:: python
-
-            text = llm.invoke("The capital of France is")
-
-    Stream:
-        .. code-block:: python
-
-            for piece in llm.stream("The capital of France is"):
-                print(piece, end="")
-
-    Async:
-        .. code-block:: python
-
-            text = await llm.ainvoke("The capital of France is")
-
-    Batch:
-        ``llm.batch(prompts)`` submits every prompt (up to a window) before collecting any result, so the
-        engine denoises them together. ``generation_info`` of each generation holds ``finish_reason``,
-        ``usage``, ``seed`` and ``validation``; ``llm_output`` holds ``model_name`` and summed ``token_usage``.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    apply_chat_template: bool = False
-    """Wrap each prompt as a single user turn of the model's chat template."""
-
-    @property
-    def _llm_type(self) -> str:
-        return "diffusiongemma-llm"
-
-    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        return self._ls_params("llm", stop, kwargs)
-
-    def _prepare(self, prompt: str, stop: list[str] | None, kwargs: Mapping[str, Any]) -> PreparedRequest:
-        options = dict(kwargs)
-        options.pop("stream", None)
-        if self.apply_chat_template:
-            return prepare_request(self, turns=[Turn("user", prompt)], stop=stop, **options)
-        return prepare_request(self, prompt=prompt, stop=stop, **options)
-
-    def _generate(
-        self,
-        prompts: list[str],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> LLMResult:
-        streaming = bool(kwargs.get("stream", self.streaming)) and run_manager is not None
-        requests = [self._prepare(prompt, stop, kwargs) for prompt in prompts]
-        window = _batch_window(self.engine)
-
-        def on_block(text: str) -> None:
-            run_manager.on_llm_new_token(text, chunk=GenerationChunk(text=text))
-
-        results = _run_all(requests, window, on_block if streaming else None)
-        return _llm_result(requests, results)
-
-    async def _agenerate(
-        self,
-        prompts: list[str],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> LLMResult:
-        streaming = bool(kwargs.get("stream", self.streaming)) and run_manager is not None
-        requests = [self._prepare(prompt, stop, kwargs) for prompt in prompts]
-        window = _batch_window(self.engine)
-
-        async def on_block(text: str) -> None:
-            await run_manager.on_llm_new_token(text, chunk=GenerationChunk(text=text))
-
-        results = await _arun_all(requests, window, on_block if streaming else None)
-        return _llm_result(requests, results)
-
-    def _stream(
-        self,
-        prompt: str,
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> Iterator[GenerationChunk]:
-        handle = self._prepare(prompt, stop, kwargs).submit()
-        try:
-            for event in handle:
-                chunk = _text_chunk(event)
-                if chunk is not None:
-                    if run_manager:  # BaseLLM.stream does not fire token callbacks itself
-                        run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                    yield chunk
-        finally:
-            handle.cancel()
-
-    async def _astream(
-        self,
-        prompt: str,
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> AsyncIterator[GenerationChunk]:
-        handle = self._prepare(prompt, stop, kwargs).submit()
-        try:
-            async for event in handle:
-                chunk = _text_chunk(event)
-                if chunk is not None:
-                    if run_manager:
-                        await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                    yield chunk
-        finally:
-            handle.cancel()
-
-
-# -- messages in ------------------------------------------------------------------------------------------
-
-
-def _to_turns(messages: Sequence[BaseMessage]) -> list[Turn]:
-    """LangChain messages as turns, through LangChain's own ``convert_to_openai_messages`` (text only)."""
-    for index, message in enumerate(messages):
-        if isinstance(message.content, list):
-            for block in message.content:
-                kind = block.get("type") if isinstance(block, dict) else None
-                if kind in _MULTIMODAL_BLOCKS:
-                    raise InvalidRequestError(f"messages[{index}]", f"the adapters take text only, got a {kind!r} block")
-    try:
-        converted = convert_to_openai_messages(list(messages), text_format="string")
-    except ValueError as error:
-        raise InvalidRequestError("messages", str(error)) from error
-    turns = []
-    for message, openai in zip(messages, converted):
-        text = openai.get("content") or ""
-        if isinstance(message, ToolMessage) and message.status == "error":
-            text = json.dumps({"error": text}, ensure_ascii=False)
-        calls = tuple(
-            (call["function"]["name"], json.loads(call["function"]["arguments"] or "{}"), call.get("id"))
-            for call in openai.get("tool_calls", ())
-        )
-        turns.append(Turn(openai["role"], text, name=openai.get("name"), tool_calls=calls,
-                          tool_call_id=openai.get("tool_call_id")))
-    return turns
-
 
 # -- responses out ----------------------------------------------------------------------------------------
-
-
-def _usage(result: GenerationResult) -> UsageMetadata:
-    return UsageMetadata(
-        input_tokens=result.usage.prompt_tokens,
-        output_tokens=result.usage.completion_tokens,
-        total_tokens=result.usage.total_tokens,
-        input_token_details=InputTokenDetails(cache_read=result.usage.cached_tokens),
-    )
-
-
-def _metadata(request: PreparedRequest, result: GenerationResult) -> dict[str, Any]:
-    view = result_view(request.model_name, result)
-    del view["model"], view["usage"]  # LangChain names them model_name and usage_metadata
-    return {"model_name": request.model_name, "model_provider": PROVIDER, **view}
 
 
 def _invalid_args(call: ToolCall) -> str:
@@ -659,8 +399,8 @@ def _chat_result(request: PreparedRequest, result: GenerationResult) -> ChatResu
         invalid_tool_calls=[
             invalid_tool_call(name=c.name, args=_invalid_args(c), id=c.id, error=c.error) for c in calls if not c.valid
         ],
-        usage_metadata=_usage(result),
-        response_metadata=_metadata(request, result),
+        usage_metadata=usage_metadata(result),
+        response_metadata=response_metadata(request, result),
     )
     return ChatResult(generations=[ChatGeneration(message=message)])
 
@@ -693,83 +433,8 @@ class _ChatChunks:
                 )
                 for index, call in enumerate(calls)
             ],
-            usage_metadata=_usage(result),
-            response_metadata=_metadata(self.request, result),
+            usage_metadata=usage_metadata(result),
+            response_metadata=response_metadata(self.request, result),
             chunk_position="last",
         )
         return ChatGenerationChunk(message=message)
-
-
-def _text_chunk(event: Any) -> GenerationChunk | None:
-    if isinstance(event, BlockEvent) and event.text:
-        return GenerationChunk(text=event.text)
-    if isinstance(event, FinalEvent):
-        return GenerationChunk(text="", generation_info=_generation_info(event.result))
-    return None
-
-
-def _generation_info(result: GenerationResult) -> dict[str, Any]:
-    view = result_view("", result)
-    del view["model"]
-    return view
-
-
-def _llm_result(requests: list[PreparedRequest], results: list[GenerationResult]) -> LLMResult:
-    usage = {
-        "prompt_tokens": sum(r.usage.prompt_tokens for r in results),
-        "completion_tokens": sum(r.usage.completion_tokens for r in results),
-    }
-    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-    return LLMResult(
-        generations=[[Generation(text=r.text, generation_info=_generation_info(r))] for r in results],
-        llm_output={"model_name": requests[0].model_name if requests else None, "token_usage": usage},
-    )
-
-
-# -- running many requests --------------------------------------------------------------------------------
-
-
-def _run_all(
-    requests: list[PreparedRequest], window: int, on_block: Callable[[str], None] | None
-) -> list[GenerationResult]:
-    """Submit up to ``window`` requests ahead, collect results in order; cancel what is left on error."""
-    handles: list[RequestStream] = []
-    results: list[GenerationResult] = []
-    try:
-        for request in requests[:window]:
-            handles.append(request.submit())
-        for index in range(len(requests)):
-            for event in handles[index]:
-                if isinstance(event, BlockEvent) and event.text and on_block is not None:
-                    on_block(event.text)
-                elif isinstance(event, FinalEvent):
-                    results.append(event.result)
-            if index + window < len(requests):
-                handles.append(requests[index + window].submit())
-    finally:
-        for handle in handles:
-            handle.cancel()
-    return results
-
-
-async def _arun_all(
-    requests: list[PreparedRequest], window: int, on_block: Callable[[str], Any] | None
-) -> list[GenerationResult]:
-    """Async :func:`_run_all`: awaits each result without blocking the event loop."""
-    handles: list[RequestStream] = []
-    results: list[GenerationResult] = []
-    try:
-        for request in requests[:window]:
-            handles.append(request.submit())
-        for index in range(len(requests)):
-            async for event in handles[index]:
-                if isinstance(event, BlockEvent) and event.text and on_block is not None:
-                    await on_block(event.text)
-                elif isinstance(event, FinalEvent):
-                    results.append(event.result)
-            if index + window < len(requests):
-                handles.append(requests[index + window].submit())
-    finally:
-        for handle in handles:
-            handle.cancel()
-    return results
