@@ -160,3 +160,39 @@ def test_max_tokens_wins_over_max_completion_tokens_as_in_the_adapters(recording
         assert recording_engine.requests[-1].params.max_new_tokens == 2
         alone = client.post("/v1/chat/completions", json={"messages": ASK, "max_completion_tokens": 0})
         assert alone.json()["error"]["param"] == "max_completion_tokens"
+
+
+@pytest.mark.filterwarnings("ignore:create_react_agent has been moved")
+def test_a_langgraph_agent_on_chat_openai_runs_a_tool_through_the_server(recording_engine):
+    """ChatOpenAI pointed at ``diffgemma serve``: a forced first call, the tool's result fed back, an answer."""
+    langchain_openai = pytest.importorskip("langchain_openai")
+    pytest.importorskip("langgraph")
+    from langchain_core.messages import AIMessage, ToolMessage
+    from langchain_core.tools import tool
+    from langgraph.prebuilt import create_react_agent
+
+    calls: list[str] = []
+
+    def current_time() -> str:
+        """The current time."""
+        calls.append("current_time")
+        return "12:34"
+
+    tools = [tool(current_time)]
+    with serving(create_app(recording_engine)) as base:
+        chat = langchain_openai.ChatOpenAI(base_url=f"{base}/v1", api_key="unused", model="tiny-random", seed=0,
+                                           max_tokens=16, max_retries=0, extra_body={"max_denoising_steps": 4})
+
+        def model(state, runtime):  # tiny-random writes no call of its own: the first one is forced
+            called = any(isinstance(message, ToolMessage) for message in state["messages"])
+            return chat.bind_tools(tools, tool_choice=None if called else "current_time")
+
+        messages = create_react_agent(model, tools).invoke({"messages": [("user", "What time is it?")]},
+                                                           {"recursion_limit": 6})["messages"]
+    assert calls == ["current_time"]
+    first = next(message for message in messages if isinstance(message, AIMessage))
+    result = next(message for message in messages if isinstance(message, ToolMessage))
+    assert result.tool_call_id == first.tool_calls[0]["id"]
+    assert isinstance(messages[-1], AIMessage) and not messages[-1].tool_calls
+    second = recording_engine.requests[1]
+    assert "12:34" in (second.prompt if second.prompt is not None else recording_engine.render_chat(second.messages))
