@@ -179,11 +179,6 @@ class PrefixCache:
     def _is_stored(self, block: CachedBlock) -> bool:
         return self._blocks.get((_serial(block.parent), block.tokens)) is block
 
-    def clear(self) -> None:
-        """Drop every unpinned block."""
-        while self._evictable:
-            self._evict(min(self._evictable.values(), key=_last_used))
-
     # -- facts ---------------------------------------------------------------------------------------
 
     @property
