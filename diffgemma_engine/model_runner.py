@@ -96,7 +96,7 @@ class ModelRunner:
         prefix = Prefix(cache=DynamicCache(config=self._text_config), length=0, token_ids=list(prompt_ids),
                         store=self.prefix_cache)  # fmt: skip
         if self.prefix_cache is not None:
-            prefix.chain = self.prefix_cache.match(prefix.token_ids)
+            prefix.chain = self.prefix_cache.match(prefix.token_ids, self._window_blocks())
             if prefix.chain:
                 self._restore(prefix.cache, prefix.chain)
                 prefix.length = prefix.cached_tokens = prefix.chain[-1].end
@@ -175,21 +175,25 @@ class ModelRunner:
                 keys.append(layer.keys[:, :, offset:offset + size, :].clone())
                 values.append(layer.values[:, :, offset:offset + size, :].clone())
             parent = prefix.chain[-1] if prefix.chain else None
-            block = store.insert(parent, prefix.token_ids[first:first + size], keys, values)
+            block = store.insert(parent, prefix.token_ids[first:first + size], keys, values, self._sliding)
             if block is None:
                 return
             prefix.chain.append(block)
+
+    def _window_blocks(self) -> int:
+        """Blocks that hold the last ``window - 1`` tokens before a block boundary (what a sliding layer
+        keeps); 0 without sliding layers."""
+        if not any(self._sliding):
+            return 0
+        keep = int(self._text_config.sliding_window) - 1
+        return -(-keep // self.prefix_cache.block_tokens)
 
     def _restore(self, cache: DynamicCache, chain: Sequence[CachedBlock]) -> None:
         """Fill an empty cache with the chain's KV: every token for full-attention layers, the last
         ``window - 1`` for sliding layers, exactly the state encoding those tokens leaves."""
         length = chain[-1].end
         for index, (layer, sliding) in enumerate(zip(cache.layers, self._sliding)):
-            blocks = chain
-            if sliding:
-                keep = layer.sliding_window - 1
-                needed = -(-keep // len(chain[0].tokens)) if keep > 0 else 0
-                blocks = chain[-needed:] if needed else chain[-1:]
+            blocks = chain[-self._window_blocks():] if sliding else chain  # match() kept their sliding KV
             keys = torch.cat([block.keys[index] for block in blocks], dim=-2)
             values = torch.cat([block.values[index] for block in blocks], dim=-2)
             layer.update(keys.to(self.device), values.to(self.device))

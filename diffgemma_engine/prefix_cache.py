@@ -6,8 +6,12 @@ they share every token up to its end. Each block holds the keys and values its t
 encoder layer (full-attention and sliding-window layers alike; restoring a prefix keeps only the last
 ``sliding_window - 1`` tokens of a sliding layer, as computing it would).
 
-A block in use by a running sequence is pinned (reference count); unpinned leaf blocks are evicted least
-recently used first, so the stored bytes never exceed the budget. No torch operations happen here
+A block in use by a running sequence is pinned (reference count): it stays, so the sequence can chain
+the blocks it computes next after it. Under memory pressure the cache frees, least recently used first,
+either an unpinned leaf block (all of it) or the sliding-layer KV of an interior block (shallowest first
+on ties; a running sequence never reads it again, its own cache holds the state). A match only needs
+sliding KV for the blocks within one window before its end, so a match is cut back to the longest end
+whose window is still whole. The stored bytes never exceed the budget. No torch operations happen here
 beyond measuring tensor sizes: the model runner slices and concatenates.
 """
 
@@ -29,10 +33,12 @@ class CachedBlock:
 
     parent: CachedBlock | None
     tokens: tuple[int, ...]
-    keys: tuple[torch.Tensor, ...]
-    values: tuple[torch.Tensor, ...]
+    keys: list[torch.Tensor | None]  # None: a sliding layer's KV, dropped
+    values: list[torch.Tensor | None]
+    sliding: tuple[bool, ...]  # per layer
     nbytes: int
     depth: int  # blocks before this one
+    has_sliding: bool = True  # the sliding layers' KV is held
     pins: int = 0
     children: int = 0
     last_used: int = 0
@@ -76,6 +82,7 @@ class PrefixCacheStats:
     stored_bytes: int
     evicted_blocks: int
     budget_bytes: int
+    dropped_sliding_blocks: int = 0  # interior blocks whose sliding-layer KV was freed under pressure
 
 
 class PrefixCache:
@@ -91,12 +98,14 @@ class PrefixCache:
         self._clock = itertools.count(1)
         self.stored_bytes = 0
         self.evicted_blocks = 0
+        self.dropped_sliding_blocks = 0
 
     # -- lookup ------------------------------------------------------------------------------------
 
-    def match(self, token_ids: Sequence[int], limit: int | None = None) -> list[CachedBlock]:
-        """The longest chain of cached blocks that starts ``token_ids`` (at most ``limit`` tokens); pins
-        every block returned (release with :meth:`release`)."""
+    def match(self, token_ids: Sequence[int], window_blocks: int = 0, limit: int | None = None) -> list[CachedBlock]:
+        """The longest chain of cached blocks that starts ``token_ids`` (at most ``limit`` tokens) whose
+        last ``window_blocks`` blocks hold their sliding-layer KV; pins every block returned (release
+        with :meth:`release`)."""
         size = self.block_tokens
         usable = len(token_ids) if limit is None else min(limit, len(token_ids))
         chain: list[CachedBlock] = []
@@ -107,6 +116,10 @@ class PrefixCache:
                 break
             chain.append(block)
             parent = block
+        end = len(chain)
+        while end > 0 and not all(block.has_sliding for block in chain[max(0, end - window_blocks):end]):
+            end -= 1
+        chain = chain[:end]
         for block in chain:
             self._pin(block)
         return chain
@@ -117,18 +130,22 @@ class PrefixCache:
     # -- insertion and pinning -----------------------------------------------------------------------
 
     def insert(self, parent: CachedBlock | None, tokens: Sequence[int], keys: Sequence[torch.Tensor],
-               values: Sequence[torch.Tensor]) -> CachedBlock | None:  # fmt: skip
+               values: Sequence[torch.Tensor], sliding: Sequence[bool] | None = None) -> CachedBlock | None:  # fmt: skip
         """Store one block after ``parent`` and pin it; ``None`` (nothing stored) when it cannot fit even
-        after evicting every unpinned leaf. An existing identical block is pinned and returned instead."""
+        after freeing everything unpinned. An existing identical block is pinned and returned instead
+        (given back its sliding KV if that was dropped and fits). ``sliding`` marks sliding layers."""
         tokens = tuple(tokens)
+        sliding = tuple(sliding) if sliding is not None else (False,) * len(keys)
         existing = self.lookup(parent, tokens)
         if existing is not None:
             self._pin(existing)
+            if not existing.has_sliding:
+                self._restore_sliding(existing, keys, values)
             return existing
-        nbytes = sum(t.numel() * t.element_size() for t in (*keys, *values))
+        nbytes = sum(_bytes(t) for t in (*keys, *values))
         if not self._make_room(nbytes, keep=parent):
             return None
-        block = CachedBlock(parent, tokens, tuple(keys), tuple(values), nbytes,
+        block = CachedBlock(parent, tokens, list(keys), list(values), sliding, nbytes,
                             depth=0 if parent is None else parent.depth + 1)  # fmt: skip
         self._blocks[(_serial(parent), tokens)] = block
         self.stored_bytes += nbytes
@@ -158,12 +175,39 @@ class PrefixCache:
         if nbytes > self.budget_bytes:
             return False
         while self.stored_bytes + nbytes > self.budget_bytes:
-            candidates = [b for b in self._evictable.values() if b is not keep]
-            if not candidates:
+            leaves = [(b.last_used, 1, b.depth, b.serial, b) for b in self._evictable.values() if b is not keep]
+            interior = [(b.last_used, 0, b.depth, b.serial, b) for b in self._blocks.values()
+                        if b.children > 0 and b.has_sliding and any(b.sliding)]  # fmt: skip
+            if not leaves and not interior:
                 return False
-            victim = min(candidates, key=_last_used)
-            self._evict(victim)
+            _, is_leaf, _, _, victim = min(leaves + interior)
+            if is_leaf:
+                self._evict(victim)
+            else:
+                self._drop_sliding(victim)
         return True
+
+    def _drop_sliding(self, block: CachedBlock) -> None:
+        freed = 0
+        for index, sliding in enumerate(block.sliding):
+            if sliding:
+                freed += _bytes(block.keys[index]) + _bytes(block.values[index])
+                block.keys[index] = block.values[index] = None
+        block.has_sliding = False
+        block.nbytes -= freed
+        self.stored_bytes -= freed
+        self.dropped_sliding_blocks += 1
+
+    def _restore_sliding(self, block: CachedBlock, keys: Sequence[torch.Tensor], values: Sequence[torch.Tensor]) -> None:
+        needed = sum(_bytes(keys[i]) + _bytes(values[i]) for i, sliding in enumerate(block.sliding) if sliding)
+        if not self._make_room(needed, keep=block):
+            return
+        for index, sliding in enumerate(block.sliding):
+            if sliding:
+                block.keys[index], block.values[index] = keys[index], values[index]
+        block.has_sliding = True
+        block.nbytes += needed
+        self.stored_bytes += needed
 
     def _evict(self, block: CachedBlock) -> None:
         self._evictable.pop(block.serial, None)
@@ -195,11 +239,12 @@ class PrefixCache:
             stored_bytes=self.stored_bytes,
             evicted_blocks=self.evicted_blocks,
             budget_bytes=self.budget_bytes,
+            dropped_sliding_blocks=self.dropped_sliding_blocks,
         )
 
 
-def _last_used(block: CachedBlock) -> int:
-    return block.last_used
+def _bytes(tensor: torch.Tensor | None) -> int:
+    return 0 if tensor is None else tensor.numel() * tensor.element_size()
 
 
 def _serial(block: CachedBlock | None) -> int:
