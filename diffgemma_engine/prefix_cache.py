@@ -130,7 +130,8 @@ class PrefixCache:
     # -- insertion and pinning -----------------------------------------------------------------------
 
     def insert(self, parent: CachedBlock | None, tokens: Sequence[int], keys: Sequence[torch.Tensor],
-               values: Sequence[torch.Tensor], sliding: Sequence[bool] | None = None) -> CachedBlock | None:  # fmt: skip
+               values: Sequence[torch.Tensor], sliding: Sequence[bool] | None = None,
+               ) -> CachedBlock | None:  # fmt: skip
         """Store one block after ``parent`` and pin it; ``None`` (nothing stored) when it cannot fit even
         after freeing everything unpinned. An existing identical block is pinned and returned instead
         (given back its sliding KV if that was dropped and fits). ``sliding`` marks sliding layers."""
@@ -198,7 +199,8 @@ class PrefixCache:
         self.stored_bytes -= freed
         self.dropped_sliding_blocks += 1
 
-    def _restore_sliding(self, block: CachedBlock, keys: Sequence[torch.Tensor], values: Sequence[torch.Tensor]) -> None:
+    def _restore_sliding(self, block: CachedBlock, keys: Sequence[torch.Tensor],
+                         values: Sequence[torch.Tensor]) -> None:  # fmt: skip
         needed = sum(_bytes(keys[i]) + _bytes(values[i]) for i, sliding in enumerate(block.sliding) if sliding)
         if not self._make_room(needed, keep=block):
             return
