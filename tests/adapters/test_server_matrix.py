@@ -33,6 +33,15 @@ TOOL = {"type": "function", "function": {"name": "get_weather", "description": "
 GOOD = {"prompt": "ok", "max_tokens": 2, "max_denoising_steps": 1, "seed": 0}
 
 
+@pytest.fixture(scope="module")
+def shared_engine():
+    """The live shared tiny-random engine, looked up for this module: the session-wide fixture of the same
+    name goes stale when another module shuts the shared engines down (``tests/adapters/test_cli.py`` does)."""
+    from diffgemma_engine import get_engine
+
+    return get_engine("tiny-random")
+
+
 @dataclass(frozen=True)
 class Case:
     name: str

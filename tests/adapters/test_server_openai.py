@@ -25,6 +25,15 @@ CALL = format_tool_call("get_weather", {"city": "London"})
 ASK = [{"role": "user", "content": "Weather in London?"}]
 
 
+@pytest.fixture(scope="module")
+def shared_engine():
+    """The live shared tiny-random engine, looked up for this module: the session-wide fixture of the same
+    name goes stale when another module shuts the shared engines down (``tests/adapters/test_cli.py`` does)."""
+    from diffgemma_engine import get_engine
+
+    return get_engine("tiny-random")
+
+
 def _stream_events(text: str) -> list[dict]:
     events = [line[len("data: "):] for line in text.splitlines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]"
