@@ -158,3 +158,18 @@ def _metric(text: str, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.split()[1])
     raise AssertionError(f"{name} not in metrics")
+
+
+def test_a_stream_is_counted_once(server, client):
+    metrics = server[2].state.metrics
+    labels = {"route": "/v1/chat/completions", "method": "POST", "status": "200"}
+    before = metrics.value("diffgemma_requests_total", labels)
+    chunks = list(client.chat.completions.create(model="tiny-random", messages=[{"role": "user", "content": "s"}],
+                                                 max_tokens=40, seed=1, stream=True,
+                                                 extra_body={"max_denoising_steps": 2}))
+    assert len(chunks) > 2
+    deadline = time.monotonic() + 10  # the count lands when the response is complete
+    while metrics.value("diffgemma_requests_total", labels) == before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)
+    assert metrics.value("diffgemma_requests_total", labels) - before == 1
