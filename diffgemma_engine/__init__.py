@@ -24,6 +24,7 @@ from .errors import (
 )
 from .outputs import BlockEvent, DraftEvent, Event, FinalEvent, GenerationResult, GenerationStats, Usage
 from .params import SamplerDefaults, SamplingParams
+from .prefix_cache import PrefixCacheStats
 from .registry import BUILTIN_MODELS, DEFAULT_MODEL
 from .stream import RequestStream
 from .validation import OnExhausted, Severity, ValidationSummary, Violation
@@ -71,6 +72,7 @@ __all__ = [
     "InvalidRequestError",
     "ModelLoadError",
     "OnExhausted",
+    "PrefixCacheStats",
     "PromptTooLongError",
     "RepairBudgetExceeded",
     "RequestCancelledError",

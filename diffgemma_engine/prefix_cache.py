@@ -20,8 +20,10 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # no torch import at run time: the stats type is importable without torch
+    import torch
 
 DEFAULT_BLOCK_TOKENS = 64
 """Tokens per cached block: the granularity of sharing (a prefix is reused up to its last whole block)."""
