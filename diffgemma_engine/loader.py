@@ -263,7 +263,7 @@ def load_quantized_by_shard(directory: str, dtype: torch.dtype, mode: str, devic
     device = torch.device(device)
     loaded: set[str] = set()
     for shard in _shard_files(directory):
-        with safe_open(shard, framework="pt", device="cpu") as handle:
+        with _open_shard(safe_open, shard) as handle:
             for key in handle.keys():
                 if key not in owners:
                     if any(f".{name}." in f".{key}" for name in VISION_MODULES):
@@ -275,9 +275,10 @@ def load_quantized_by_shard(directory: str, dtype: torch.dtype, mode: str, devic
                     value = handle.get_tensor(key).to(current.dtype)
                     if key in targets:
                         targets[key].receive(name, value)
-                    else:
-                        _install(owners, current, value.to(device))
+                    else:  # an owned copy: a view would keep the whole shard's mapped pages resident
+                        _install(owners, current, value.to(device, copy=True))
                     del value
+                _return_freed_host_memory()
                 loaded.add(key)
     for target in targets.values():
         target.finish()
@@ -303,6 +304,30 @@ def _shard_files(directory: str) -> list[str]:
     if os.path.isfile(single):
         return [single]
     raise ModelLoadError(f"{directory!r} holds no safetensors weights (model.safetensors or an index)")
+
+
+def _open_shard(safe_open: Any, path: str) -> Any:
+    """Read a shard with positioned reads where safetensors offers them: a memory-mapped shard's pages
+    would count in the resident set on top of the tensors read from it."""
+    try:
+        return safe_open(path, framework="pt", device="cpu", backend="pread")
+    except TypeError:  # an older safetensors without the backend argument
+        return safe_open(path, framework="pt", device="cpu")
+
+
+def _return_freed_host_memory() -> None:
+    """Ask glibc to give freed heap pages back to the OS (a shard's freed full-precision tensors would
+    otherwise stay in the process's resident set); a no-op where glibc is not the C library."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        trim = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    except OSError:
+        trim = None
+    if trim is not None:
+        trim(0)
 
 
 def _install(owners: dict, current: torch.Tensor, value: torch.Tensor) -> None:

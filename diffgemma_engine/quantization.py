@@ -40,7 +40,7 @@ QUANTIZATION_MODES = ("int8", "int4")
 INT4_GROUP_SIZES = (128, 64, 32, 16, 8, 4, 2)  # preferred first; the first that divides the input width
 INT8_MAX = 127
 INT4_LEVELS = 15  # codes 0..15
-_CHUNK_ELEMENTS = 1 << 24  # quantize at most this many weights at a time (bounds temporaries)
+_CHUNK_ELEMENTS = 1 << 22  # quantize at most this many weights at a time (temporaries: ~3 fp32 copies, 48 MiB)
 
 
 class QuantizationUnavailableError(ModelLoadError):

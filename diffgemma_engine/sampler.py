@@ -1,8 +1,11 @@
 """The reference sampler, as pure tensor functions over per-request rows.
 
 Semantics follow transformers' ``DiffusionGemmaGenerationMixin`` exactly (same arithmetic, same order
-of random draws per request), so one request with one seed reproduces ``model.generate()``. Each row
-draws from its own ``torch.Generator``, so a request's output does not depend on its batch.
+of random draws per request), so one request with one seed reproduces ``model.generate()`` in the
+model's dtype: the decoder returns fp32 logits (after the soft-cap) in every dtype, and the temperature,
+entropy, sampling and acceptance all work on them in fp32, as the reference does. Each row draws from
+its own ``torch.Generator``, so a request's random draws do not depend on its batch; the logits they
+are drawn from can (see docs/architecture.md, "Batch invariance").
 
 Memory: the work on ``[canvas, vocab]`` logits is done one row at a time and, for the entropy, in
 chunks of positions, so one step holds at most about two extra logits-sized buffers for one row.
