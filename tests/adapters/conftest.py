@@ -29,9 +29,13 @@ FAST = {"model": "tiny-random", "max_tokens": 24, "max_denoising_steps": 4, "see
 """Adapter settings for tests that are not about output quality: a few cheap denoising steps, seeded."""
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def shared_engine() -> Engine:
-    """The process-wide tiny-random engine every ``model="tiny-random"`` adapter resolves to."""
+    """The process-wide tiny-random engine every ``model="tiny-random"`` adapter resolves to.
+
+    Looked up per test: a test that shuts the shared engines down (the CLI's) must not leave later tests
+    holding a dead engine.
+    """
     return get_engine("tiny-random")
 
 
