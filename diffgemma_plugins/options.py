@@ -29,6 +29,11 @@ RESERVED_KEYS = (
 )
 
 
+MAX_ATTEMPTS = 32
+"""The most repairs (or regenerations) one block may ask for: each costs denoising steps on the shared engine,
+so a client's budget is bounded even where its own timeout is long."""
+
+
 @dataclass(frozen=True)
 class RepairBudget:
     """How much repairing one request may do.
@@ -53,8 +58,10 @@ class RepairBudget:
         """Read the budget keys of a request's ``validator_options``, raising ``InvalidRequestError``."""
         defaults = cls()
         return cls(
-            max_repairs=_count(options, "max_repairs", defaults.max_repairs, minimum=0),
-            max_regenerations=_count(options, "max_regenerations", defaults.max_regenerations, minimum=0),
+            max_repairs=_count(options, "max_repairs", defaults.max_repairs, minimum=0, maximum=MAX_ATTEMPTS),
+            max_regenerations=_count(
+                options, "max_regenerations", defaults.max_regenerations, minimum=0, maximum=MAX_ATTEMPTS
+            ),
             repair_steps=_optional_count(options, "repair_steps", minimum=1),
             max_repair_fraction=_fraction(options, "max_repair_fraction", defaults.max_repair_fraction),
             request_step_budget=_optional_count(options, "request_step_budget", minimum=0),
@@ -127,10 +134,12 @@ def _repair_policy(policy: Any) -> Callable[..., Any] | None:
     return policy
 
 
-def _count(options: Mapping[str, Any], key: str, default: int, *, minimum: int) -> int:
+def _count(options: Mapping[str, Any], key: str, default: int, *, minimum: int, maximum: int | None = None) -> int:
     value = options.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise InvalidRequestError(FIELD, f"{key} must be an int >= {minimum}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise InvalidRequestError(FIELD, f"{key} must be at most {maximum}, got {value!r}")
     return value
 
 

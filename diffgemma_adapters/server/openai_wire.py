@@ -31,7 +31,7 @@ from diffgemma_engine import (
     RequestTimeoutError,
     SamplingParams,
 )
-from diffgemma_engine.errors import PromptTooLongError
+from diffgemma_engine.errors import GenerationTooLongError, PromptTooLongError
 
 from .._params import Turn, result_view
 
@@ -89,7 +89,7 @@ def api_error(error: BaseException, rename: Mapping[str, str] | None = None) -> 
         message = str(error)
         if message.startswith(f"{error.field}:"):
             message = f"{field}:{message[len(error.field) + 1:]}"
-        code = "context_length_exceeded" if isinstance(error, PromptTooLongError) else None
+        code = "context_length_exceeded" if isinstance(error, (PromptTooLongError, GenerationTooLongError)) else None
         return invalid(message, param=field, code=code)
     if isinstance(error, EngineOverloadedError):
         return ApiError(429, str(error), "rate_limit_error", code="engine_overloaded", retry_after=1)

@@ -205,3 +205,12 @@ def test_a_langgraph_agent_on_chat_openai_runs_a_tool_through_the_server(recordi
     assert isinstance(messages[-1], AIMessage) and not messages[-1].tool_calls
     second = recording_engine.requests[1]
     assert "12:34" in (second.prompt if second.prompt is not None else recording_engine.render_chat(second.messages))
+
+
+def test_a_generation_past_the_context_window_is_context_length_exceeded(shared_engine):
+    with TestClient(create_app(shared_engine), base_url="http://127.0.0.1") as client:
+        response = client.post("/v1/completions",
+                               json={"prompt": "x", "max_tokens": shared_engine.context_length})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "context_length_exceeded" and error["param"] == "max_tokens"

@@ -286,6 +286,8 @@ def test_observers_see_every_validation_commit_and_exhaustion(pm, add, factory):
         (["default"], {"on_validator_error": "ignore"}, "validator_options"),
         (["default"], {"max_repairs": -1}, "validator_options"),
         (["default"], {"max_regenerations": True}, "validator_options"),
+        (["default"], {"max_repairs": 10**9}, "validator_options"),  # each attempt costs the shared engine steps
+        (["default"], {"max_regenerations": 33}, "validator_options"),
         (["default"], {"repair_steps": 0}, "validator_options"),
         (["default"], {"max_repair_fraction": 0}, "validator_options"),
         (["default"], {"max_repair_fraction": 1.5}, "validator_options"),
