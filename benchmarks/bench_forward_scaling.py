@@ -15,8 +15,8 @@ import time
 import torch
 
 from diffgemma_engine import Engine
-from diffgemma_engine.benchmark import checkpoint
-from diffgemma_engine.model_runner import DenoiseRow
+from diffgemma_engine.tools.benchmark import checkpoint
+from diffgemma_engine.loop.model_runner import DenoiseRow
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ On a full-width random config (the published checkpoint's hidden size, heads, ex
 canvas; a few layers) in bf16 it measures, side by side in one run:
 
 1. throughput: our engine vs sequential and static-batched ``model.generate()`` at several concurrencies
-   (:func:`diffgemma_engine.benchmark.run_throughput`, the same code as ``diffgemma bench``);
+   (:func:`diffgemma_engine.tools.benchmark.run_throughput`, the same code as ``diffgemma bench``);
 2. each weight mode (``--modes``: ``base`` = unquantized, ``int8``, ``int4``, and ``int4+offload`` = int4
    with the experts in host memory): device memory held after loading, peak device memory while
    serving, and aggregate tokens/s of our engine at ``--mode-concurrency`` requests.
@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from diffgemma_engine import Engine, SamplingParams
-from diffgemma_engine.benchmark import SIZES, checkpoint, markdown_table, prompts_for, run_throughput
+from diffgemma_engine.tools.benchmark import SIZES, checkpoint, markdown_table, prompts_for, run_throughput
 
 MODES = {"base": {}, "int8": {"quantization": "int8"}, "int4": {"quantization": "int4"},
          "int4+offload": {"quantization": "int4", "offload": "experts"}}  # fmt: skip

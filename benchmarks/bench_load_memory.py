@@ -31,8 +31,8 @@ import tempfile
 CHILD = r"""
 import json, sys, torch
 torch.set_num_threads(2)
-from diffgemma_engine.loader import load_model
-from diffgemma_engine.quantization import held_parameter_bytes
+from diffgemma_engine.model.loader import load_model
+from diffgemma_engine.model.quantization import held_parameter_bytes
 import safetensors.torch
 from transformers import DiffusionGemmaConfig, DiffusionGemmaForBlockDiffusion
 from transformers.models.diffusion_gemma import modeling_diffusion_gemma  # code imported before measuring
@@ -62,7 +62,7 @@ MODES = ("none", "int8", "int4")
 
 
 def build_checkpoint(directory: str, shard_mb: int) -> None:
-    from diffgemma_engine import tiny_random
+    from diffgemma_engine.model import tiny_random
 
     config = tiny_random.build_real_layout_config(
         canvas_length=32, hidden_size=512, intermediate_size=1024, num_hidden_layers=12, num_attention_heads=8,

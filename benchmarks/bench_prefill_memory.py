@@ -65,7 +65,7 @@ def child(path: str, mode: str, length: int) -> None:
 
 
 def build(directory: str) -> str:
-    from diffgemma_engine import tiny_random
+    from diffgemma_engine.model import tiny_random
 
     settings = dict(CONFIG)
     canvas = settings.pop("canvas_length")

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import torch
 
 from diffgemma_engine import Engine, SamplingParams
-from diffgemma_engine.benchmark import checkpoint
+from diffgemma_engine.tools.benchmark import checkpoint
 
 BOS, TURN, END = 2, 105, 106
 

@@ -24,11 +24,11 @@ from collections.abc import Sequence
 
 import torch
 
-from diffgemma_engine import tiny_random
-from diffgemma_engine.benchmark import SIZES
-from diffgemma_engine.loader import LoadedModel, sampler_defaults
-from diffgemma_engine.model_runner import DenoiseRow, ModelRunner
-from diffgemma_engine.quantization import (
+from diffgemma_engine.model import tiny_random
+from diffgemma_engine.tools.benchmark import SIZES
+from diffgemma_engine.model.loader import LoadedModel, sampler_defaults
+from diffgemma_engine.loop.model_runner import DenoiseRow, ModelRunner
+from diffgemma_engine.model.quantization import (
     QuantizedLinear,
     QuantizedTensor,
     held_parameter_bytes,

@@ -21,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import demo_data  # noqa: E402
 import train_demo_model as training  # noqa: E402
 
-from diffgemma_engine.loader import load_model  # noqa: E402
-from diffgemma_engine.quantization import held_parameter_bytes  # noqa: E402
-from diffgemma_engine.registry import DEMO_DIRECTORY  # noqa: E402
+from diffgemma_engine.model.loader import load_model  # noqa: E402
+from diffgemma_engine.model.quantization import held_parameter_bytes  # noqa: E402
+from diffgemma_engine.model.registry import DEMO_DIRECTORY  # noqa: E402
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ logits = torch.randn(CANVAS, VOCAB, generator=generator) * 4
 canvas = torch.randint(0, VOCAB, (CANVAS,), generator=generator)
 
 def ours():
-    from diffgemma_engine.sampler import RowSchedule, denoise_row, confident
+    from diffgemma_engine.loop.sampler import RowSchedule, denoise_row, confident
     schedule = RowSchedule(48, 48, 0.4, 0.8, 0.1)
     result = denoise_row(logits, canvas, schedule, generator, VOCAB)
     confident(result.entropy, 0.005)
@@ -47,7 +47,7 @@ def reference():
     sampler.renoise_canvas(accepted, 1)
     stopping(argmax, batch)
 
-import diffgemma_engine.sampler, transformers.models.diffusion_gemma.generation_diffusion_gemma  # imports first
+import diffgemma_engine.loop.sampler, transformers.models.diffusion_gemma.generation_diffusion_gemma  # imports first
 step = ours if variant == "diffgemma" else reference
 with torch.inference_mode():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

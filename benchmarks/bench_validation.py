@@ -17,8 +17,8 @@ import time
 from collections import defaultdict
 
 from diffgemma_engine import Engine, SamplingParams
-from diffgemma_engine.benchmark import checkpoint, prompts_for
-from diffgemma_engine.validation import RepairAction, RepairDecision
+from diffgemma_engine.tools.benchmark import checkpoint, prompts_for
+from diffgemma_engine.api.validation import RepairAction, RepairDecision
 from diffgemma_plugins import get_plugin_manager, hookimpl
 
 

@@ -17,8 +17,8 @@ from diffgemma_engine import (
     __version__,
     get_engine,
 )
-from diffgemma_engine.plan_report import add_plan_arguments, run_plan_command
-from diffgemma_engine.registry import BUILTIN_MODELS, DEFAULT_MODEL
+from diffgemma_engine.tools.plan_report import add_plan_arguments, run_plan_command
+from diffgemma_engine.model.registry import BUILTIN_MODELS, DEFAULT_MODEL
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -257,7 +257,7 @@ def _bench(args: argparse.Namespace) -> int:
     import time
 
     from diffgemma_engine import Engine
-    from diffgemma_engine.benchmark import checkpoint, markdown_table, plot, run_throughput
+    from diffgemma_engine.tools.benchmark import checkpoint, markdown_table, plot, run_throughput
     from diffgemma_engine.config import resolve_device, resolve_dtype
 
     concurrencies = tuple(int(c) for c in args.concurrency.split(",") if c.strip())

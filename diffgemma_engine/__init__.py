@@ -3,8 +3,8 @@
 import importlib
 from typing import TYPE_CHECKING
 
-from .config import EngineConfig
-from .errors import (
+from diffgemma_engine.config import EngineConfig
+from diffgemma_engine.api.errors import (
     BlockValidationError,
     DiffGemmaError,
     EngineDeadError,
@@ -22,16 +22,16 @@ from .errors import (
     ValidatorTimeoutError,
     WorkerCrashedError,
 )
-from .outputs import BlockEvent, DraftEvent, Event, FinalEvent, GenerationResult, GenerationStats, Usage
-from .params import SamplerDefaults, SamplingParams
-from .prefix_cache import PrefixCacheStats
-from .registry import BUILTIN_MODELS, DEFAULT_MODEL
-from .stream import RequestStream
-from .validation import OnExhausted, Severity, ValidationSummary, Violation
+from diffgemma_engine.api.outputs import BlockEvent, DraftEvent, Event, FinalEvent, GenerationResult, GenerationStats, Usage
+from diffgemma_engine.api.params import SamplerDefaults, SamplingParams
+from diffgemma_engine.loop.prefix_cache import PrefixCacheStats
+from diffgemma_engine.model.registry import BUILTIN_MODELS, DEFAULT_MODEL
+from diffgemma_engine.api.stream import RequestStream
+from diffgemma_engine.api.validation import OnExhausted, Severity, ValidationSummary, Violation
 
 __version__ = "0.1.0"
 
-_TORCH_BACKED = {"Engine": "service", "get_engine": "service", "shutdown_engines": "service"}
+_TORCH_BACKED = {"Engine": "loop.service", "get_engine": "loop.service", "shutdown_engines": "loop.service"}
 """Names whose modules import torch: loaded on first use (PEP 562), so the torch-free parts of the engine,
 the plugins and the remote client import without torch."""
 
@@ -51,7 +51,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from .service import Engine, get_engine, shutdown_engines
+    from diffgemma_engine.loop.service import Engine, get_engine, shutdown_engines
 
 __all__ = [
     "BUILTIN_MODELS",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import InvalidRequestError
-from .registry import DEFAULT_MODEL
+from diffgemma_engine.api.errors import InvalidRequestError
+from diffgemma_engine.model.registry import DEFAULT_MODEL
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -90,8 +90,8 @@ class EngineConfig:
         for name in ("compile", "validation", "prefix_cache"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidRequestError(name, "must be a bool")
-        from .placement import validate_offload
-        from .quantization import validate_mode
+        from diffgemma_engine.model.placement import validate_offload
+        from diffgemma_engine.model.quantization import validate_mode
 
         validate_mode(self.quantization)
         validate_offload(self.offload)

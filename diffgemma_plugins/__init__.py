@@ -19,7 +19,7 @@ Write a validator and hand it over from a plugin::
 
 from __future__ import annotations
 
-from diffgemma_engine.validation import (
+from diffgemma_engine.api.validation import (
     BlockView,
     RepairAction,
     RepairDecision,

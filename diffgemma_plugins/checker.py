@@ -1,4 +1,4 @@
-"""The engine's :class:`~diffgemma_engine.validation.BlockChecker`, built from the registered validators.
+"""The engine's :class:`~diffgemma_engine.api.validation.BlockChecker`, built from the registered validators.
 
 :func:`make_checker_factory` is what the engine loads through the ``diffgemma.checker_factory`` entry
 point: a :class:`ValidatorCheckerFactory` bound to the process-wide plugin manager. It turns a
@@ -19,8 +19,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from diffgemma_engine.errors import InvalidRequestError, ValidatorCrashedError
-from diffgemma_engine.validation import (
+from diffgemma_engine.api.errors import InvalidRequestError, ValidatorCrashedError
+from diffgemma_engine.api.validation import (
     BlockView,
     RepairAction,
     RepairAttempt,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from diffgemma_engine.errors import DiffGemmaError
+from diffgemma_engine.api.errors import DiffGemmaError
 
 
 class PluginLoadError(DiffGemmaError):

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from diffgemma_engine.validation import (
+    from diffgemma_engine.api.validation import (
         BlockView,
         RepairAttempt,
         RepairDecision,
@@ -83,7 +83,7 @@ def diffgemma_repair_decision(
     :param report: what the validators found in it.
     :param attempts: the repairs and regenerations already tried on this block, oldest first.
     :param request: the request the block belongs to; its ``validator_options`` hold the budgets.
-    :return: a :class:`~diffgemma_engine.validation.RepairDecision`, or ``None`` to defer to the
+    :return: a :class:`~diffgemma_engine.api.validation.RepairDecision`, or ``None`` to defer to the
         next implementation. A ``REPAIR`` without positions gets them from
         :func:`diffgemma_select_renoise_positions`. The checker enforces the request's budgets on
         whatever is returned: a repair beyond ``max_repairs`` or over ``max_repair_fraction`` of the

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from diffgemma_engine.errors import InvalidRequestError
-from diffgemma_engine.validation import RequestInfo
+from diffgemma_engine.api.errors import InvalidRequestError
+from diffgemma_engine.api.validation import RequestInfo
 
 FIELD = "validator_options"
 ON_VALIDATOR_ERROR_MODES = ("raise", "skip", "fail_block")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Mapping
 
-from diffgemma_engine.validation import (
+from diffgemma_engine.api.validation import (
     BlockView,
     RepairAction,
     RepairAttempt,

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from diffgemma_engine.errors import InvalidRequestError
-from diffgemma_engine.validation import BlockView, RequestInfo, Violation
+from diffgemma_engine.api.errors import InvalidRequestError
+from diffgemma_engine.api.validation import BlockView, RequestInfo, Violation
 
 from .errors import ValidatorRegistrationError
 

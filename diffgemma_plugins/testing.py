@@ -11,7 +11,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from diffgemma_engine.validation import BlockView, RequestInfo, Violation
+from diffgemma_engine.api.validation import BlockView, RequestInfo, Violation
 
 from .registry import ValidationContext
 

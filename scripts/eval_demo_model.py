@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import demo_data  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL_DIR = REPO_ROOT / "diffgemma_engine" / "models" / "demo"
+DEFAULT_MODEL_DIR = REPO_ROOT / "diffgemma_engine" / "model" / "demo"
 DOCS_PAGE = REPO_ROOT / "docs" / "demo-model.md"
 RESULTS_BEGIN = "<!-- demo-results:begin -->"
 RESULTS_END = "<!-- demo-results:end -->"

@@ -82,7 +82,7 @@ def probe(model_dir: Path, names: str = "validation", count: int = 48, seed: int
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from diffgemma_engine.registry import DEMO_DIRECTORY
+    from diffgemma_engine.model.registry import DEMO_DIRECTORY
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=DEMO_DIRECTORY)

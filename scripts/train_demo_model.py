@@ -61,10 +61,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import demo_data  # noqa: E402  (a sibling script, imported as a module)
 
-from diffgemma_engine import tiny_random  # noqa: E402
+from diffgemma_engine.model import tiny_random  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = REPO_ROOT / "diffgemma_engine" / "models" / "demo"
+DEFAULT_OUT = REPO_ROOT / "diffgemma_engine" / "model" / "demo"
 DEFAULT_WORK_DIR = REPO_ROOT / "build" / "demo-model-train"
 
 # Gemma's special tokens at Gemma's ids (shared with tiny-random); every other id below RESERVED is unused.
@@ -175,7 +175,7 @@ def tokenizer_corpus(settings: TrainSettings) -> list[str]:
 
 def build_config(size: ModelSize) -> Any:
     """The DiffusionGemma config (the real layout, alternating sliding and full attention layers)."""
-    from diffgemma_engine import tiny_random
+    from diffgemma_engine.model import tiny_random
 
     layer_types = ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(size.num_hidden_layers)]
     overrides = {k: v for k, v in asdict(size).items() if k != "canvas_length"}

@@ -12,17 +12,17 @@ from typing import Any
 
 import openai
 
-from diffgemma_engine.errors import (
+from diffgemma_engine.api.errors import (
     DiffGemmaError,
     InvalidRequestError,
     RequestCancelledError,
     RequestTimeoutError,
 )
-from diffgemma_engine.outputs import GenerationResult
-from diffgemma_engine.params import SamplingParams
-from diffgemma_engine.prompts import check_messages
-from diffgemma_engine.stream import RequestStream
-from diffgemma_engine.validation import BlockChecker, CheckerFactory
+from diffgemma_engine.api.outputs import GenerationResult
+from diffgemma_engine.api.params import SamplingParams
+from diffgemma_engine.loop.prompts import check_messages
+from diffgemma_engine.api.stream import RequestStream
+from diffgemma_engine.api.validation import BlockChecker, CheckerFactory
 
 from .request import Next, RemoteRequest
 from .server import RULES, ServerKind, ServerRules, check_settings, kind_of, server_kind

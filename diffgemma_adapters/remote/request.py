@@ -33,10 +33,10 @@ from diffgemma_engine.api.window_rules import (
     judge,
     next_attempt,
 )
-from diffgemma_engine.outputs import BlockEvent, FinalEvent, GenerationResult, GenerationStats, Usage
-from diffgemma_engine.params import SamplingParams
-from diffgemma_engine.stream import RequestStream
-from diffgemma_engine.validation import (
+from diffgemma_engine.api.outputs import BlockEvent, FinalEvent, GenerationResult, GenerationStats, Usage
+from diffgemma_engine.api.params import SamplingParams
+from diffgemma_engine.api.stream import RequestStream
+from diffgemma_engine.api.validation import (
     BlockChecker,
     BlockValidation,
     BlockView,

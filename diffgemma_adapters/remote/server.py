@@ -10,7 +10,7 @@ The kind comes from an explicit ``RemoteEngine(server=...)`` or, when that is ``
 (``ModelCard.owned_by`` defaults to ``"vllm"`` in vLLM's OpenAI protocol); anything else is ``"openai"``.
 
 A caller's setting the server cannot honour is never dropped silently: :func:`check_settings` raises
-:class:`~diffgemma_engine.errors.InvalidRequestError` naming the field, or, with
+:class:`~diffgemma_engine.api.errors.InvalidRequestError` naming the field, or, with
 ``on_unsupported="warn"``, emits a :class:`RemoteSettingWarning` (``warnings.warn`` and a log record) and
 sends the request without it.
 """
@@ -24,8 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from diffgemma_engine.errors import InvalidRequestError
-from diffgemma_engine.params import SamplingParams
+from diffgemma_engine.api.errors import InvalidRequestError
+from diffgemma_engine.api.params import SamplingParams
 
 __all__ = ["SAMPLER_FIELDS", "RemoteSettingWarning", "ServerKind", "ServerRules", "check_settings", "kind_of"]
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from diffgemma_engine.errors import InvalidRequestError
+from diffgemma_engine.api.errors import InvalidRequestError
 
 __all__ = ["ChatTemplate"]
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import openai
 
-from diffgemma_engine.errors import EngineDeadError
+from diffgemma_engine.api.errors import EngineDeadError
 
 from .wire import RemoteConnectionError, map_api_error
 

@@ -10,14 +10,14 @@ from typing import Any
 
 import openai
 
-from diffgemma_engine.errors import (
+from diffgemma_engine.api.errors import (
     DiffGemmaError,
     EngineDeadError,
     EngineOverloadedError,
     InvalidRequestError,
     RequestTimeoutError,
 )
-from diffgemma_engine.outputs import GenerationResult
+from diffgemma_engine.api.outputs import GenerationResult
 
 # -- errors -------------------------------------------------------------------------------------------------
 

@@ -31,7 +31,7 @@ from diffgemma_engine import (
     RequestTimeoutError,
     SamplingParams,
 )
-from diffgemma_engine.errors import GenerationTooLongError, PromptTooLongError
+from diffgemma_engine.api.errors import GenerationTooLongError, PromptTooLongError
 
 from .._params import Turn, result_view
 

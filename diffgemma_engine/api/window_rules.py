@@ -1,6 +1,6 @@
 """The validation window's rules, written once for every backend (torch-free).
 
-The in-process engine (:mod:`diffgemma_engine.window`) and the remote backend
+The in-process engine (:mod:`diffgemma_engine.loop.settle`) and the remote backend
 (:mod:`diffgemma_adapters.remote`) settle a checked block the same way; this module is that way, so they
 cannot drift apart:
 
@@ -20,9 +20,9 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..errors import BlockValidationError, RepairBudgetExceeded, UnrepairableBlockError
-from ..outputs import GenerationResult
-from ..validation import (
+from diffgemma_engine.api.errors import BlockValidationError, RepairBudgetExceeded, UnrepairableBlockError
+from diffgemma_engine.api.outputs import GenerationResult
+from diffgemma_engine.api.validation import (
     BlockChecker,
     BlockValidation,
     BlockView,

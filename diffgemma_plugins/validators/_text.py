@@ -6,7 +6,7 @@ import bisect
 import re
 from collections.abc import Iterable
 
-from diffgemma_engine.validation import BlockView
+from diffgemma_engine.api.validation import BlockView
 
 FENCE_LINE = re.compile(r"^[ \t]{0,3}(?:```|~~~)", re.MULTILINE)
 INLINE_CODE = re.compile(r"`[^`\n]+`")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from diffgemma_engine.validation import BlockView, Violation
+from diffgemma_engine.api.validation import BlockView, Violation
 
 from ..registry import ValidationContext
 from ._structure import BracketState, scan_brackets

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from diffgemma_engine.validation import BlockView, Severity, Violation
+from diffgemma_engine.api.validation import BlockView, Severity, Violation
 
 from ..registry import ValidationContext
 from ._text import merge_spans

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from diffgemma_engine.validation import BlockView, Severity, Violation
+from diffgemma_engine.api.validation import BlockView, Severity, Violation
 
 from ..registry import ValidationContext
 from ._text import token_span

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from diffgemma_engine.validation import BlockView, Violation
+from diffgemma_engine.api.validation import BlockView, Violation
 
 from ..registry import ValidationContext
 from ._text import merge_spans, token_span

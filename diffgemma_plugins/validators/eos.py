@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from diffgemma_engine.validation import BlockView, Violation
+from diffgemma_engine.api.validation import BlockView, Violation
 
 from ..registry import ValidationContext
 from ._structure import BracketState, JsonPrefixScanner, JsonState, scan_brackets

@@ -16,7 +16,7 @@ from typing import Any
 
 import re2
 
-from diffgemma_engine.validation import BlockView, Violation
+from diffgemma_engine.api.validation import BlockView, Violation
 
 from ..registry import ValidationContext
 from ._text import merge_spans, token_span

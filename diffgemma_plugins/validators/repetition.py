@@ -6,7 +6,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 
-from diffgemma_engine.validation import BlockView, Violation
+from diffgemma_engine.api.validation import BlockView, Violation
 
 from ..registry import ValidationContext
 from ._text import CodeRegions, fence_open_after, look_back, merge_spans, token_span

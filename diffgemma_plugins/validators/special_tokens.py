@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from diffgemma_engine.validation import BlockView, Severity, Violation
+from diffgemma_engine.api.validation import BlockView, Severity, Violation
 
 from ..registry import ValidationContext
 from ._text import CodeRegions, fence_open_after, merge_spans, token_span

@@ -31,7 +31,7 @@ PARAMS = {"model": "tiny-random", "max_tokens": 24, "max_denoising_steps": 4, "s
 @functools.lru_cache(maxsize=1)
 def _second_checkpoint() -> str:
     """A second tiny model saved to disk (other random weights), for the per-call ``model=`` override tests."""
-    from diffgemma_engine import tiny_random
+    from diffgemma_engine.model import tiny_random
 
     directory = tempfile.mkdtemp(prefix="diffgemma-adapters-override-")
     atexit.register(shutil.rmtree, directory, ignore_errors=True)

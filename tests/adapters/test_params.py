@@ -284,7 +284,7 @@ def test_tool_response_passes_objects_as_objects():
 
 def test_calls_survive_when_the_markers_are_special_tokens():
     """Gemma 4's tokenizer has the call markers as special tokens, which the engine's text drops."""
-    from diffgemma_engine import tiny_random
+    from diffgemma_engine.model import tiny_random
 
     tokenizer = tiny_random.build_tokenizer()
     tokenizer.add_special_tokens({"additional_special_tokens": [CALL_OPEN, CALL_CLOSE, '<|"|>']},

@@ -30,15 +30,15 @@ from diffgemma_adapters.remote import (  # noqa: E402
     ServerKind,
     gemma_turns,
 )
-from diffgemma_engine.errors import InvalidRequestError  # noqa: E402
-from diffgemma_engine.outputs import BlockEvent, FinalEvent  # noqa: E402
-from diffgemma_engine.params import SamplingParams  # noqa: E402
+from diffgemma_engine.api.errors import InvalidRequestError  # noqa: E402
+from diffgemma_engine.api.outputs import BlockEvent, FinalEvent  # noqa: E402
+from diffgemma_engine.api.params import SamplingParams  # noqa: E402
 from diffgemma_plugins import Violation, hookimpl, make_checker_factory, make_plugin_manager  # noqa: E402
 
 CANVAS = 8
 CHAT = [{"role": "user", "content": "hello"}]
 PARAMS = SamplingParams(max_new_tokens=3 * CANVAS)
-DEMO = Path(__file__).resolve().parents[2] / "diffgemma_engine" / "models" / "demo"
+DEMO = Path(__file__).resolve().parents[2] / "diffgemma_engine" / "model" / "demo"
 
 
 @pytest.fixture(scope="module")

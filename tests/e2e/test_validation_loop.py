@@ -15,7 +15,7 @@ from diffgemma_engine import (
     UnrepairableBlockError,
     ValidatorCrashedError,
 )
-from diffgemma_engine.validation import RepairAction, Severity, Violation
+from diffgemma_engine.api.validation import RepairAction, Severity, Violation
 from diffgemma_plugins import hookimpl, make_plugin_manager
 from diffgemma_plugins.checker import make_checker_factory
 

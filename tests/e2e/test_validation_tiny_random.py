@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from diffgemma_engine import BlockValidationError, Engine, SamplingParams
-from diffgemma_engine.validation import Violation
+from diffgemma_engine.api.validation import Violation
 from diffgemma_plugins import get_plugin_manager, hookimpl
 
 

@@ -5,7 +5,7 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from diffgemma_engine import tiny_random
+from diffgemma_engine.model import tiny_random
 
 
 def save_tiny_checkpoint(directory, canvas_length: int = 16, seed: int = 3, **text_overrides) -> str:
@@ -54,7 +54,7 @@ def _run_batched(engine, requests) -> list:
     """
     if engine._thread is not None:
         raise RuntimeError("run_batched needs an engine whose worker thread never started")
-    from diffgemma_engine.outputs import FinalEvent
+    from diffgemma_engine.api.outputs import FinalEvent
 
     outcomes: dict[int, object] = {}
 

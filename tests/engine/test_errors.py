@@ -17,7 +17,7 @@ from diffgemma_engine import (
     SamplingParams,
     get_engine,
 )
-from diffgemma_engine.errors import GenerationTooLongError
+from diffgemma_engine.api.errors import GenerationTooLongError
 
 
 @pytest.mark.parametrize(

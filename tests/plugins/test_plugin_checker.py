@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from diffgemma_engine.errors import InvalidRequestError, ValidatorCrashedError
-from diffgemma_engine.validation import BlockChecker, RepairAction, RepairAttempt, RepairDecision, Severity, Violation
+from diffgemma_engine.api.errors import InvalidRequestError, ValidatorCrashedError
+from diffgemma_engine.api.validation import BlockChecker, RepairAction, RepairAttempt, RepairDecision, Severity, Violation
 from diffgemma_plugins import PluginContractError, hookimpl
 from diffgemma_plugins.testing import make_block, make_request
 

@@ -11,7 +11,7 @@ from importlib import metadata
 
 import pytest
 
-from diffgemma_engine.validation import RepairAction
+from diffgemma_engine.api.validation import RepairAction
 from diffgemma_plugins import PluginLoadError, get_plugin_manager, list_plugins, make_checker_factory, make_plugin_manager
 from diffgemma_plugins import manager as manager_module
 from diffgemma_plugins.checker import make_checker_factory as checker_factory_function

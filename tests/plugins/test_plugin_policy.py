@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from diffgemma_engine.validation import RepairAction, RepairAttempt, RepairDecision, Severity, ValidationReport, Violation
+from diffgemma_engine.api.validation import RepairAction, RepairAttempt, RepairDecision, Severity, ValidationReport, Violation
 from diffgemma_plugins.options import RepairBudget
 from diffgemma_plugins.policy import decide, enforce_budget, renoise_positions
 from diffgemma_plugins.testing import make_block

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from diffgemma_engine.errors import InvalidRequestError
-from diffgemma_engine.validation import Violation
+from diffgemma_engine.api.errors import InvalidRequestError
+from diffgemma_engine.api.validation import Violation
 from diffgemma_plugins import ValidatorRegistrar, ValidatorRegistrationError, hookimpl
 from diffgemma_plugins.registry import FunctionValidator
 

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from diffgemma_engine.validation import Severity
+from diffgemma_engine.api.validation import Severity
 from diffgemma_plugins.testing import make_block, run_validator, toy_tokenize
 from diffgemma_plugins.validators import (
     BoundaryDuplication,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from diffgemma_engine.validation import Severity
+from diffgemma_engine.api.validation import Severity
 from diffgemma_plugins.testing import make_block, make_request, toy_tokenize
 
 FIXTURE = Path(__file__).parent / "data" / "clean_text.txt"

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from diffgemma_engine.errors import InvalidRequestError
+from diffgemma_engine.api.errors import InvalidRequestError
 from diffgemma_plugins.testing import make_block, make_request, run_validator
 from diffgemma_plugins.validators.json_output import JsonOutput
 from diffgemma_plugins.validators.regex_match import RegexMatch

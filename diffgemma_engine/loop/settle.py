@@ -1,0 +1,232 @@
+"""The validation window and the end of a block: validate, repair or regenerate, then commit or finish.
+
+A denoised block is turned into its response tokens (cut at EOS, a stop token, a stop string or
+``max_new_tokens``). If the request has a checker, the block is checked before anything is committed
+or streamed; a failing block is repaired in place (only the decided positions are renoised, the rest is
+frozen), regenerated with a derived seed, accepted flagged, or given up per ``on_exhausted``. Only a
+settled block is streamed, so nothing ever has to be retracted.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import torch
+
+from diffgemma_engine.api.window_rules import (
+    GiveUp,
+    Verdict,
+    block_record,
+    derived_seed,
+    exhausted_error,
+    give_up,
+    judge,
+    next_attempt,
+)
+from diffgemma_engine.loop.detokenizer import Detokenized
+from diffgemma_engine.api.outputs import BlockEvent, FinalEvent, GenerationResult, GenerationStats, Usage
+from diffgemma_engine.api.validation import BlockValidation, BlockView, RepairAction, ValidationReport, ValidationSummary
+
+__all__ = ["BlockSettler", "derived_seed"]  # derived_seed lives in api.window_rules; re-exported here
+
+if TYPE_CHECKING:
+    from diffgemma_engine.loop.core import EngineCore
+    from diffgemma_engine.loop.sequence import Sequence
+
+
+class _Candidate:
+    """A denoised block cut to what would enter the response."""
+
+    def __init__(self, sequence: Sequence, canvas: list[int]) -> None:
+        params = sequence.params
+        self.canvas = canvas
+        self.eos_position = None
+        self.stop_token: int | None = None
+        tokens = canvas
+        if not params.ignore_eos or params.stop_token_ids:
+            ends = set(params.stop_token_ids) if params.ignore_eos else sequence.eos_ids
+            for position, token in enumerate(canvas[: sequence.remaining_tokens]):
+                if token in ends:
+                    self.eos_position, self.stop_token = position, token
+                    tokens = canvas[:position]
+                    break
+        self.length_cut = len(tokens) >= sequence.remaining_tokens
+        self.tokens = tokens[: sequence.remaining_tokens]
+        self.final_before_stop = self.eos_position is not None or self.length_cut
+        self.detokenized: Detokenized = sequence.detokenizer.preview(self.tokens, final=self.final_before_stop)
+        self.is_final = self.final_before_stop or self.detokenized.stop is not None
+
+
+class BlockSettler:
+    """Settles finished blocks for the core."""
+
+    def __init__(self, core: EngineCore) -> None:
+        self.core = core
+
+    def settle(self, sequence: Sequence) -> None:
+        block = sequence.block
+        candidate = _Candidate(sequence, block.argmax.tolist())
+        if sequence.checker is None:
+            self._commit(sequence, candidate, validation=None)
+            return
+        view = self._view(sequence, candidate)
+        attempts, checker = tuple(sequence.block_attempts), sequence.checker
+        self.core.validations.submit(  # checked off the worker thread; judged below when the check returns
+            sequence, lambda: judge(checker, view, attempts),
+            lambda judgement: self._settle_judged(sequence, candidate, view, judgement), checker,
+        )
+
+    def _settle_judged(self, sequence: Sequence, candidate: _Candidate, view: BlockView, judgement) -> None:
+        report, decision = judgement.report, judgement.decision
+        if judgement.verdict is Verdict.COMMIT:
+            self._commit_checked(sequence, candidate, view, report)
+        elif judgement.verdict is Verdict.REPAIR:
+            self._repair(sequence, report, decision.positions, decision.steps)
+        elif judgement.verdict is Verdict.REGENERATE:
+            self._regenerate(sequence, report, decision.sampler_overrides)
+        else:
+            sequence.checker.on_exhausted(view, report)
+            self._give_up(sequence, candidate, view, report)
+
+    # -- repair and regeneration -------------------------------------------------------------------
+
+    def _repair(self, sequence: Sequence, report: ValidationReport, positions, steps: int | None) -> None:
+        block = sequence.block
+        positions = sorted({p for p in positions if 0 <= p < block.canvas.shape[0]})
+        if not positions:
+            raise ValueError("a REPAIR decision must name at least one canvas position")
+        self._note_attempt(sequence, RepairAction.REPAIR, tuple(positions), report)
+        sequence.block_repaired.update(positions)
+        generator = _derived_generator(sequence, block.index, block.attempt + 1, block.canvas.device)
+        frozen = torch.ones_like(block.argmax, dtype=torch.bool)
+        frozen[positions] = False
+        noise = self.core.runner.new_canvas(generator)
+        canvas = torch.where(frozen, block.argmax, noise)
+        self.core.start_block(
+            sequence, block.index, block.attempt + 1, block.params, generator, canvas, frozen,
+            max_steps=min(steps or max(1, block.params.max_denoising_steps // 3), block.params.max_denoising_steps),
+        )
+
+    def _regenerate(self, sequence: Sequence, report: ValidationReport, overrides) -> None:
+        block = sequence.block
+        self._note_attempt(sequence, RepairAction.REGENERATE, (), report)
+        params = block.params.with_overrides(dict(overrides))
+        generator = _derived_generator(sequence, block.index, block.attempt + 1, block.canvas.device)
+        self.core.start_block(sequence, block.index, block.attempt + 1, params, generator)
+
+    def _note_attempt(self, sequence: Sequence, action: RepairAction, positions, report: ValidationReport) -> None:
+        steps = sequence.block.steps
+        if sequence.block.attempt > 0:
+            sequence.block_extra_steps += steps
+        sequence.repairs += 1
+        sequence.block_attempts.append(next_attempt(sequence.block_attempts, action, positions, steps, report))
+
+    def _give_up(self, sequence: Sequence, candidate: _Candidate, view: BlockView, report: ValidationReport) -> None:
+        mode = give_up(sequence.params.on_exhausted)
+        if mode is GiveUp.COMMIT_FLAGGED:
+            self._commit_checked(sequence, candidate, view, report, finish_reason="validation_failed")
+            return
+        sequence.validations.append(self._record(sequence, view, report, passed=False))
+        if mode is GiveUp.TRUNCATE:
+            self._finish(sequence, "validation_failed", None)
+        else:
+            partial = self._result(sequence, "validation_failed", None)
+            self.core.fail(sequence, exhausted_error(sequence.request_id, view, report, partial=partial,
+                                                     attempts=sequence.block_attempts))
+
+    # -- commit and finish -------------------------------------------------------------------------
+
+    def _commit_checked(self, sequence: Sequence, candidate: _Candidate, view: BlockView, report: ValidationReport,
+                        finish_reason: str | None = None) -> None:
+        """Commit a checked block: the checker keeps its state, the block's validation is recorded."""
+        sequence.checker.on_commit(view, report)
+        self._commit(sequence, candidate, self._record(sequence, view, report, passed=report.passed), finish_reason)
+
+    def _commit(self, sequence: Sequence, candidate: _Candidate, validation: BlockValidation | None,
+                finish_reason: str | None = None) -> None:
+        block = sequence.block
+        sequence.detokenizer.apply(candidate.detokenized)
+        if validation is not None:
+            sequence.validations.append(validation)
+        sequence.blocks_committed += 1
+        if sequence.first_block_at is None:
+            sequence.first_block_at = time.perf_counter()
+        sequence.emit(BlockEvent(sequence.request_id, block.index, candidate.detokenized.delta,
+                                 candidate.detokenized.token_ids, block.steps, validation))
+        if finish_reason is not None or candidate.is_final:
+            if finish_reason is None:
+                finish_reason = "length" if candidate.length_cut and candidate.eos_position is None else "stop"
+                if candidate.detokenized.stop is not None:
+                    finish_reason = "stop"
+            stop_reason = candidate.detokenized.stop if candidate.detokenized.stop is not None else candidate.stop_token
+            self._finish(sequence, finish_reason, stop_reason)
+            return
+        self.core.runner.commit(sequence.prefix, block.argmax)
+        sequence.encoder_passes += 1
+        sequence.block_attempts, sequence.block_extra_steps, sequence.block_repaired = [], 0, set()
+        self.core.start_block(sequence, block.index + 1)
+
+    def _finish(self, sequence: Sequence, finish_reason: str, stop_reason) -> None:
+        self.core.scheduler.remove(sequence)
+        sequence.emit(FinalEvent(self._result(sequence, finish_reason, stop_reason)))
+
+    def _result(self, sequence: Sequence, finish_reason: str, stop_reason) -> GenerationResult:
+        now = time.perf_counter()
+        tokens = tuple(sequence.detokenizer.token_ids)
+        stats = GenerationStats(
+            blocks=sequence.blocks_committed,
+            denoising_steps=sequence.denoising_steps,
+            encoder_passes=sequence.encoder_passes,
+            repairs=sequence.repairs,
+            tokens_per_forward=len(tokens) / sequence.denoising_steps if sequence.denoising_steps else 0.0,
+            queue_time=(sequence.started_at or now) - sequence.submitted_at,
+            first_block_time=(sequence.first_block_at or now) - sequence.submitted_at,
+            total_time=now - sequence.submitted_at,
+        )
+        return GenerationResult(
+            request_id=sequence.request_id,
+            text=sequence.detokenizer.text,
+            token_ids=tokens,
+            finish_reason=finish_reason,
+            usage=Usage(prompt_tokens=len(sequence.prompt_ids), completion_tokens=len(tokens),
+                        cached_tokens=sequence.cached_tokens),
+            stats=stats,
+            seed=sequence.seed,
+            validation=ValidationSummary(tuple(sequence.validations)),
+            stop_reason=stop_reason,
+        )
+
+    # -- views ---------------------------------------------------------------------------------------
+
+    def _view(self, sequence: Sequence, candidate: _Candidate) -> BlockView:
+        block = sequence.block
+        text, offsets = sequence.detokenizer.offsets(candidate.detokenized.token_ids)
+        return BlockView(
+            request_id=sequence.request_id,
+            index=block.index,
+            attempt=len(sequence.block_attempts),
+            token_ids=candidate.detokenized.token_ids,
+            text=text,
+            token_offsets=offsets,
+            eos_position=candidate.eos_position,
+            is_final=candidate.is_final,
+            converged=block.converged,
+            steps_used=block.steps,
+            entropy=tuple(block.entropy.tolist()),
+            canvas_length=block.canvas.shape[0],
+            committed_text=sequence.detokenizer.text,
+            committed_token_ids=tuple(sequence.detokenizer.token_ids),
+            prompt_token_ids=sequence.prompt_ids,
+        )
+
+    def _record(self, sequence: Sequence, view: BlockView, report: ValidationReport, passed: bool) -> BlockValidation:
+        extra = sequence.block_extra_steps + (sequence.block.steps if sequence.block.attempt > 0 else 0)
+        return block_record(view, report, passed=passed, attempts=sequence.block_attempts, extra_steps=extra,
+                            repaired_positions=tuple(sorted(sequence.block_repaired)))
+
+
+def _derived_generator(sequence: Sequence, block_index: int, attempt: int, device: torch.device) -> torch.Generator:
+    generator = torch.Generator(device=device)
+    generator.manual_seed(derived_seed(sequence.seed, block_index, attempt))
+    return generator
