@@ -6,8 +6,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from diffgemma_plugins import BlockView, Violation, hookimpl
-from diffgemma_plugins.registry import ValidationContext
+from diffgemma_plugins import BlockView, ValidationContext, Violation, hookimpl
 
 CAPS_WORD = r"\b[A-Z][A-Z']+\b"
 CODE = re.compile(r"```.*?(?:```|\Z)|`[^`\n]*`", re.DOTALL)
