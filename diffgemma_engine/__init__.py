@@ -24,7 +24,8 @@ from diffgemma_engine.api.errors import (
 )
 from diffgemma_engine.api.outputs import BlockEvent, DraftEvent, Event, FinalEvent, GenerationResult, GenerationStats, Usage
 from diffgemma_engine.api.params import SamplerDefaults, SamplingParams
-from diffgemma_engine.loop.prefix_cache import PrefixCacheStats
+from diffgemma_engine.api.client import EngineClient
+from diffgemma_engine.api.stats import EngineStats, PrefixCacheStats
 from diffgemma_engine.model.registry import BUILTIN_MODELS, DEFAULT_MODEL
 from diffgemma_engine.api.stream import RequestStream
 from diffgemma_engine.api.validation import OnExhausted, Severity, ValidationSummary, Violation
@@ -61,9 +62,11 @@ __all__ = [
     "DiffGemmaError",
     "DraftEvent",
     "Engine",
+    "EngineClient",
     "EngineConfig",
     "EngineDeadError",
     "EngineOverloadedError",
+    "EngineStats",
     "Event",
     "FinalEvent",
     "GenerationResult",

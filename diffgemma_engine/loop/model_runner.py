@@ -17,7 +17,8 @@ from transformers import DynamicCache
 
 from diffgemma_engine.config import DEFAULT_PREFILL_CHUNK_TOKENS
 from diffgemma_engine.model.loader import LoadedModel
-from diffgemma_engine.loop.prefix_cache import CachedBlock, PrefixCache, PrefixCacheStats, PromptTokenCounters
+from diffgemma_engine.api.stats import PrefixCacheStats
+from diffgemma_engine.loop.prefix_cache import CachedBlock, PrefixCache, PromptTokenCounters
 
 
 @dataclass

@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from diffgemma_engine.api.stats import PrefixCacheStats
+
 if TYPE_CHECKING:  # no torch import at run time: the stats type is importable without torch
     import torch
 
@@ -66,25 +68,6 @@ class PromptTokenCounters:
         self.hits += cached > 0
         self.cached += cached
         self.computed += computed
-
-
-@dataclass(frozen=True)
-class PrefixCacheStats:
-    """Cumulative counters since the engine started.
-
-    ``cached_prompt_tokens`` were served from the cache, ``computed_prompt_tokens`` were encoded
-    (their sum is every prompt token admitted). ``stored_bytes`` is the cache's size now.
-    """
-
-    cached_prompt_tokens: int
-    computed_prompt_tokens: int
-    hits: int  # prompts that reused at least one block
-    lookups: int  # prompts prefilled
-    stored_blocks: int
-    stored_bytes: int
-    evicted_blocks: int
-    budget_bytes: int
-    dropped_sliding_blocks: int = 0  # interior blocks whose sliding-layer KV was freed under pressure
 
 
 class PrefixCache:

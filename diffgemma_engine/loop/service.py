@@ -37,7 +37,8 @@ from diffgemma_engine.loop.model_runner import ModelRunner
 from diffgemma_engine.api.outputs import Event, FinalEvent, GenerationResult
 from diffgemma_engine.api.params import SamplingParams, fit_context_window
 from diffgemma_engine.model.placement import plan_placement
-from diffgemma_engine.loop.prefix_cache import PrefixCache, PrefixCacheStats
+from diffgemma_engine.api.stats import EngineStats, PrefixCacheStats
+from diffgemma_engine.loop.prefix_cache import PrefixCache
 from diffgemma_engine.loop.prompts import prompt_token_ids, render_messages
 from diffgemma_engine.model.registry import DEFAULT_MODEL, resolve_model_ref
 from diffgemma_engine.loop.sequence import Sequence
@@ -115,6 +116,19 @@ class Engine:
     def prefix_cache_stats(self) -> PrefixCacheStats:
         """Cumulative prompt tokens served from the prefix cache vs computed, and the cache's size now."""
         return self.runner.prefix_cache_stats()
+
+    def stats(self) -> EngineStats:
+        """A snapshot of the load: requests running, waiting (queued for a slot or not yet seen by the
+        worker), and the prefix cache's counters. Safe to call from any thread (each count is one read)."""
+        scheduler = self.core.scheduler
+        return EngineStats(running=len(scheduler.running), waiting=len(scheduler.waiting) + len(self._inbox),
+                           max_running=self.max_running, prefix_cache=self.prefix_cache_stats())  # fmt: skip
+
+    def for_model(self, model: str) -> Engine:
+        """This engine when it serves ``model``, else the process-wide engine for ``model``."""
+        if model in (self.model_name, self.config.model):
+            return self
+        return get_engine(model)
 
     @property
     def is_alive(self) -> bool:
