@@ -36,16 +36,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from diffgemma_engine import BlockEvent, FinalEvent, GenerationResult, InvalidRequestError
 
-from ._formats import ToolCall, ToolCallAssembler
-from ._params import (
-    GenerationSettings,
-    PreparedRequest,
-    TemplateRoles,
-    Turn,
-    normalize_messages,
-    prepare_request,
-    result_view,
-)
+from .chat import TemplateRoles, Turn, normalize_messages
+from .formats import ToolCall, ToolCallAssembler
+from .request import PreparedRequest, prepare_request, result_view
+from .settings import GenerationSettings
 
 if TYPE_CHECKING:
     from llama_index.core.tools.types import BaseTool
@@ -63,7 +57,7 @@ class ChatTemplatePrompt:
     """The default ``messages_to_prompt`` / ``completion_to_prompt``: the model's own chat template.
 
     Messages are normalised first (system folding, same-role merging, tool turns, names; see
-    :func:`diffgemma_adapters._params.normalize_messages`); a completion prompt becomes one user turn.
+    :func:`diffgemma_adapters.chat.normalize_messages`); a completion prompt becomes one user turn.
     """
 
     engine: Any

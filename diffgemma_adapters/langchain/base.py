@@ -15,7 +15,9 @@ from pydantic import model_validator
 
 from diffgemma_engine import GenerationResult, InvalidRequestError, __version__
 
-from .._params import SAMPLING_OPTIONS, GenerationSettings, PreparedRequest, Turn, result_view
+from ..chat import Turn
+from ..request import PreparedRequest, result_view
+from ..settings import SAMPLING_OPTIONS, GenerationSettings
 
 PROVIDER = "diffusiongemma"
 BATCH_WINDOW_PER_SLOT = 4

@@ -26,8 +26,8 @@ from pydantic import ConfigDict, model_validator
 
 from diffgemma_engine import BlockEvent, FinalEvent, GenerationResult
 
-from .._formats import ToolCall, ToolCallAssembler
-from .._params import PreparedRequest, prepare_request, resolve_tool_choice
+from ..formats import ToolCall, ToolCallAssembler
+from ..request import PreparedRequest, prepare_request, resolve_tool_choice
 from .base import LangChainAdapter, response_metadata, to_turns, usage_metadata
 
 __all__ = ["ChatDiffusionGemma"]

@@ -12,7 +12,8 @@ from pydantic import ConfigDict
 
 from diffgemma_engine import BlockEvent, FinalEvent, GenerationResult, RequestStream
 
-from .._params import PreparedRequest, Turn, prepare_request
+from ..chat import Turn
+from ..request import PreparedRequest, prepare_request
 from .base import LangChainAdapter, batch_window, generation_info
 
 __all__ = ["DiffusionGemmaLLM"]

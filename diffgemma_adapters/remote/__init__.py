@@ -1,14 +1,14 @@
 """A remote DiffusionGemma server as an engine: the adapters' backend when ``base_url`` is given.
 
 :class:`RemoteEngine` has the members the adapters use of an in-process engine (see
-:class:`~diffgemma_adapters._params.EngineLike`) and drives an OpenAI-compatible DiffusionGemma server —
+:class:`~diffgemma_engine.api.client.EngineClient`) and drives an OpenAI-compatible DiffusionGemma server —
 ``vllm serve`` (>= 0.24, the multi-GPU / multi-node engine), ``diffgemma serve``, or another
 OpenAI-compatible server — with the official ``openai`` client. ``submit`` returns the same
 :class:`~diffgemma_engine.RequestStream` the in-process engine returns (sync and async iteration,
 ``cancel``, ``result``, ``aresult``), carrying ``BlockEvent``s and a ``FinalEvent``. All HTTP traffic runs
 on one background event loop per engine; cancelling a stream closes its HTTP response, which a server takes
 as a client disconnect and cancels the generation. Importing this package needs neither torch nor
-transformers.
+transformers. An adapter's ``base_url=`` builds its engine with :func:`connect`.
 
 The modules:
 
@@ -65,7 +65,7 @@ so elsewhere it may reproduce nothing.
 
 from __future__ import annotations
 
-from .engine import DEFAULT_CANVAS_LENGTH, DEFAULT_CONTEXT_LENGTH, MAX_CONTINUATIONS, RemoteEngine
+from .engine import DEFAULT_CANVAS_LENGTH, DEFAULT_CONTEXT_LENGTH, MAX_CONTINUATIONS, RemoteEngine, connect
 from .server import RemoteSettingWarning, ServerKind
 from .template import ChatTemplate
 from .wire import (
@@ -92,6 +92,7 @@ __all__ = [
     "RemoteGenerationError",
     "RemoteSettingWarning",
     "ServerKind",
+    "connect",
     "gemma_turns",
     "map_api_error",
     "text_pieces",

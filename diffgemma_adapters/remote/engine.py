@@ -55,6 +55,26 @@ PLACEHOLDER_API_KEY = "EMPTY"
 ON_UNSUPPORTED = ("error", "warn")
 
 
+def connect(
+    base_url: str,
+    *,
+    api_key: str | None = None,
+    model: str | None = None,
+    max_retries: int | None = None,
+    server: str | ServerKind | None = None,
+    chat_template: str | os.PathLike[str] | None = None,
+    on_unsupported: str = "error",
+) -> RemoteEngine:
+    """The engine behind an adapter's ``base_url=`` (``GenerationSettings`` calls this when it is validated).
+
+    A :class:`RemoteEngine` with the adapter's settings and every other argument at its default. Building it
+    makes no network call; its background event-loop thread (one per engine, shared with its ``for_model``
+    siblings) starts with the first request and stops with ``close()`` or at interpreter exit.
+    """
+    return RemoteEngine(base_url, api_key=api_key, model=model, max_retries=max_retries, server=server,
+                        chat_template=chat_template, on_unsupported=on_unsupported)
+
+
 class RemoteEngine:
     """An OpenAI-compatible DiffusionGemma server, with the engine members the adapters use.
 
@@ -136,7 +156,7 @@ class RemoteEngine:
         self._transport = _Transport(self.base_url, api_key or PLACEHOLDER_API_KEY, float(timeout), max_retries)
         self._tokenizer = PieceTokenizer()
 
-    # -- facts about the model and the server (EngineLike) -------------------------------------------
+    # -- facts about the model and the server (EngineClient) -------------------------------------------
 
     @property
     def model_name(self) -> str:

@@ -26,7 +26,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from diffgemma_engine import BlockEvent, EngineDeadError, FinalEvent, RequestStream
 
-from .._params import SAMPLING_OPTIONS, TOLERATED_OPTIONS, GenerationSettings, PreparedRequest, prepare_request
+from ..request import PreparedRequest, prepare_request
+from ..settings import SAMPLING_OPTIONS, TOLERATED_OPTIONS, GenerationSettings
 from . import openai_wire as wire
 from .guard import AccessPolicy, Guard, allowed_host_set
 from .metrics import ServerMetrics
@@ -254,7 +255,7 @@ class _Call:
 
 def _tokens_field(parsed: Any) -> str:
     """The field that sets the token limit: ``max_tokens`` wins over ``max_completion_tokens``, as in the
-    adapters (``_params.OPTION_ALIASES``: the real name wins over the alias)."""
+    adapters (``settings.OPTION_ALIASES``: the real name wins over the alias)."""
     if parsed.max_tokens is None and getattr(parsed, "max_completion_tokens", None) is not None:
         return "max_completion_tokens"
     return "max_tokens"

@@ -33,7 +33,8 @@ from diffgemma_engine import (
 )
 from diffgemma_engine.api.errors import GenerationTooLongError, PromptTooLongError
 
-from .._params import Turn, result_view
+from ..chat import Turn
+from ..request import result_view
 
 MAX_STOP_STRINGS = 16
 MAX_STOP_LENGTH = 1024

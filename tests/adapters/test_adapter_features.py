@@ -18,8 +18,8 @@ from llama_index.core.prompts import PromptTemplate  # noqa: E402
 from llama_index.core.tools import FunctionTool  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
 
-from diffgemma_adapters._formats import CALL_CLOSE, CALL_OPEN  # noqa: E402
-from diffgemma_adapters._params import result_view  # noqa: E402
+from diffgemma_adapters.formats import CALL_CLOSE, CALL_OPEN  # noqa: E402
+from diffgemma_adapters.request import result_view  # noqa: E402
 from diffgemma_adapters.langchain import ChatDiffusionGemma, DiffusionGemmaLLM  # noqa: E402
 from diffgemma_adapters.llamaindex import DiffusionGemma  # noqa: E402
 from diffgemma_engine import (  # noqa: E402

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from adapter_support import RecordingEngine
 
-from diffgemma_adapters._formats import RESPONSE_OPEN
+from diffgemma_adapters.formats import RESPONSE_OPEN
 
 CALLS: list[str] = []
 

@@ -16,7 +16,7 @@ from langchain_core.prompts import ChatPromptTemplate  # noqa: E402
 from langchain_core.utils.function_calling import convert_to_json_schema  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
 
-from diffgemma_adapters._formats import CALL_OPEN, declare_tools  # noqa: E402
+from diffgemma_adapters.formats import CALL_OPEN, declare_tools  # noqa: E402
 from diffgemma_adapters.langchain import ChatDiffusionGemma, DiffusionGemmaLLM  # noqa: E402
 from diffgemma_engine import BlockEvent, InvalidRequestError, RequestCancelledError, SamplingParams  # noqa: E402
 

@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("pydantic")  # the adapters need it (every supported framework brings it)
 
-from diffgemma_adapters._formats import (
+from diffgemma_adapters.formats import (
     CALL_CLOSE,
     CALL_OPEN,
     ToolCallAssembler,
@@ -23,16 +23,9 @@ from diffgemma_adapters._formats import (
     parse_value,
     split_tool_calls,
 )
-from diffgemma_adapters._params import (
-    GREEDY_TEMPERATURE,
-    GenerationSettings,
-    TemplateRoles,
-    Turn,
-    normalize_messages,
-    prepare_request,
-    sampling_params,
-    template_roles,
-)
+from diffgemma_adapters.chat import TemplateRoles, Turn, normalize_messages, template_roles
+from diffgemma_adapters.request import prepare_request
+from diffgemma_adapters.settings import GREEDY_TEMPERATURE, GenerationSettings, sampling_params
 from diffgemma_engine import InvalidRequestError, OnExhausted
 
 WEATHER = {

@@ -280,6 +280,25 @@ def test_settings_check_base_url_and_keep_api_key_out_of_dumps(url, shared_engin
     assert "sk-ignored" not in repr(local) and "api_key" not in local.model_dump()
 
 
+@pytest.mark.parametrize("adapter", [ChatDiffusionGemma, DiffusionGemma])
+def test_base_url_settings_reach_the_remote_engine(adapter, tmp_path):
+    template = tmp_path / "chat_template.jinja"
+    template.write_text("{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}", encoding="utf-8")
+    url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens: building the engine makes no call
+    llm = adapter(base_url=url, model="m", server="vllm", chat_template=str(template), on_unsupported="warn")
+    assert isinstance(llm.engine, RemoteEngine)
+    assert llm.engine.server is ServerKind.VLLM and llm.engine.on_unsupported == "warn"
+    assert llm.engine.render_chat([{"role": "user", "content": "hi"}]) == "[user] hi\n"
+    default = adapter(base_url=url, model="m")
+    assert default.engine.on_unsupported == "error" and default.engine.chat_template is None
+    with pytest.raises(ValueError, match="server"):
+        adapter(base_url=url, model="m", server="tgi")
+    with pytest.raises(ValueError, match="on_unsupported"):
+        adapter(base_url=url, model="m", on_unsupported="ignore")
+    llm.engine.close()
+    default.engine.close()
+
+
 def test_token_counting_uses_pseudo_tokens(over_http):
     llm = over_http(DiffusionGemmaLLM)
     assert llm.get_num_tokens("Hello, world!  x") == 5  # "Hello" "," " world" "!" "  x"

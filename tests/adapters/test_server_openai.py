@@ -13,7 +13,7 @@ pytest.importorskip("uvicorn")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from adapter_support import serving  # noqa: E402
-from diffgemma_adapters._formats import format_tool_call  # noqa: E402
+from diffgemma_adapters.formats import format_tool_call  # noqa: E402
 from diffgemma_adapters.server import create_app  # noqa: E402
 from diffgemma_adapters.server.openai_wire import ENGINE_FIELDS, NOT_OVER_HTTP, OPENAI_NAMED_ENGINE_FIELDS  # noqa: E402
 from diffgemma_engine import SamplingParams  # noqa: E402

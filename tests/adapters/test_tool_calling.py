@@ -13,8 +13,10 @@ from langchain_core.messages import AIMessage  # noqa: E402
 from langchain_core.tools import tool  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
 
-from diffgemma_adapters._formats import CALL_CLOSE, CALL_OPEN  # noqa: E402
-from diffgemma_adapters._params import GenerationSettings, Turn, prepare_request, resolve_tool_choice  # noqa: E402
+from diffgemma_adapters.formats import CALL_CLOSE, CALL_OPEN  # noqa: E402
+from diffgemma_adapters.chat import Turn  # noqa: E402
+from diffgemma_adapters.request import prepare_request, resolve_tool_choice  # noqa: E402
+from diffgemma_adapters.settings import GenerationSettings  # noqa: E402
 from diffgemma_adapters.langchain import ChatDiffusionGemma  # noqa: E402
 from diffgemma_engine import InvalidRequestError  # noqa: E402
 from diffgemma_plugins import get_plugin_manager  # noqa: E402
