@@ -1,17 +1,27 @@
-"""Measure structured output on the default ``demo`` model: LangChain ``with_structured_output(Person)`` and
-LlamaIndex ``structured_predict(Person, ...)`` on 40 JSON-record prompts with held-out names.
+"""Measure structured output on the default ``demo`` model, on every path: LangChain
+``with_structured_output(Person)``, LlamaIndex ``structured_predict(Person, ...)`` and the ``openai`` client's
+``chat.completions.parse(response_format=Person)`` against ``diffgemma serve`` (in this process, on loopback).
 
-Not a test (it takes a minute or two on a CPU): ``python scripts/measure_structured_output.py``. A response
-counts as valid when the adapter returns a ``Person`` (the JSON validator passed and pydantic accepted it);
-"copied" additionally means the record has the prompt's name and age (and city, when the prompt names one).
+Two prompt sets of 40 each: ``heldout`` draws the demo corpus's held-out names through its own generator
+(``scripts/demo_data.py``); ``handwritten`` is a list written for this script, with ordinary names and cities
+from many countries and one sentence pattern, unrelated to the training generator.
+
+Not a test (minutes on a CPU): ``python scripts/measure_structured_output.py [--sets heldout,handwritten]``.
+A response counts as valid when the path returns a ``Person`` (the JSON validator passed and pydantic
+accepted it); "copied" additionally means the record has the prompt's name and age (and city, when the
+prompt names one).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
+import socket
 import sys
+import threading
+import time
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -26,10 +36,33 @@ class Person(BaseModel):
     city: str
 
 
-def prompts(count: int, seed: int) -> list[tuple[str, dict]]:
+HANDWRITTEN = (
+    ("Tomasz", "Riga"), ("Pedro", "Porto"), ("Yuki", "Kyoto"), ("Maren", "Bergen"), ("Tariq", "Amman"),
+    ("Ilse", "Graz"), ("Chidi", "Lagos"), ("Ana", "Quito"), ("Linh", "Hanoi"), ("Sione", "Apia"),
+    ("Olga", "Minsk"), ("Kwame", "Accra"), ("Aroha", "Napier"), ("Lars", "Aarhus"), ("Fatima", "Rabat"),
+    ("Mateo", "Cusco"), ("Priya", "Pune"), ("Emre", "Izmir"), ("Noa", "Haifa"), ("Bjorn", "Umea"),
+)
+"""Names and cities chosen by hand for this measurement, not drawn from the demo corpus's lists."""
+
+
+def heldout_prompts(count: int, seed: int) -> list[tuple[str, dict]]:
     rng = random.Random(seed)
     examples = [demo_data._person_example(rng, demo_data.HELDOUT_NAMES) for _ in range(count)]
     return [(example.prompt, json.loads(example.answer)) for example in examples]
+
+
+def handwritten_prompts(count: int, seed: int) -> list[tuple[str, dict]]:
+    rng = random.Random(seed)
+    cases = []
+    for index in range(count):
+        name, city = HANDWRITTEN[index % len(HANDWRITTEN)]
+        age = rng.randint(18, 90)
+        prompt = f"Make a JSON record for a person named {name} aged {age} who lives in {city}."
+        cases.append((prompt, {"name": name, "age": age, "city": city}))
+    return cases
+
+
+PROMPT_SETS = {"heldout": heldout_prompts, "handwritten": handwritten_prompts}
 
 
 def score(name: str, outputs: list, cases: list[tuple[str, dict]]) -> None:
@@ -43,26 +76,19 @@ def score(name: str, outputs: list, cases: list[tuple[str, dict]]) -> None:
           f"{copied}/{len(outputs)} copy the prompt's fields; failures: {errors or 'none'}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--count", type=int, default=40)
-    parser.add_argument("--seed", type=int, default=2026)
-    parser.add_argument("--model", default=None, help="default: the packaged demo model")
-    args = parser.parse_args()
-    cases = prompts(args.count, args.seed)
-
+def measure(label: str, cases: list[tuple[str, dict]], model: str | None, base_url: str) -> None:
     from diffgemma_adapters.langchain import ChatDiffusionGemma
 
-    chat = ChatDiffusionGemma(model=args.model, max_tokens=64, seed=0)
+    chat = ChatDiffusionGemma(model=model, max_tokens=64, seed=0)
     structured = chat.with_structured_output(Person)
     outputs = structured.batch([prompt for prompt, _ in cases], return_exceptions=True)
-    score("LangChain with_structured_output(Person)", outputs, cases)
+    score(f"[{label}] LangChain with_structured_output(Person)", outputs, cases)
 
     from llama_index.core.prompts import PromptTemplate
 
     from diffgemma_adapters.llamaindex import DiffusionGemma
 
-    llm = DiffusionGemma(model=args.model, max_tokens=64, seed=0)
+    llm = DiffusionGemma(model=model, max_tokens=64, seed=0)
     template = PromptTemplate("{question}")
     outputs = []
     for prompt, _ in cases:
@@ -70,7 +96,58 @@ def main() -> None:
             outputs.append(llm.structured_predict(Person, template, question=prompt))
         except Exception as error:  # noqa: BLE001 - a failure is a data point here
             outputs.append(error)
-    score("LlamaIndex structured_predict(Person)", outputs, cases)
+    score(f"[{label}] LlamaIndex structured_predict(Person)", outputs, cases)
+
+    import openai
+
+    client = openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0)
+    outputs = []
+    for prompt, _ in cases:
+        try:
+            completion = client.chat.completions.parse(
+                model=model or "demo", messages=[{"role": "user", "content": prompt}], response_format=Person,
+                max_tokens=64, seed=0,
+            )
+            outputs.append(completion.choices[0].message.parsed or ValueError("no parsed message"))
+        except Exception as error:  # noqa: BLE001 - a failure is a data point here
+            outputs.append(error)
+    score(f"[{label}] openai .parse(response_format=Person) against diffgemma serve", outputs, cases)
+
+
+@contextlib.contextmanager
+def local_server(model: str | None):
+    """``diffgemma serve`` over the shared engine, on a free loopback port, for the duration."""
+    import uvicorn
+
+    from diffgemma_adapters.server import create_app
+    from diffgemma_engine import get_engine
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(get_engine(model)), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--count", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--model", default=None, help="default: the packaged demo model")
+    parser.add_argument("--sets", default="heldout,handwritten", help=f"comma-separated: {', '.join(PROMPT_SETS)}")
+    args = parser.parse_args()
+    with local_server(args.model) as base_url:
+        for label in args.sets.split(","):
+            measure(label, PROMPT_SETS[label](args.count, args.seed), args.model, base_url)
 
 
 if __name__ == "__main__":
