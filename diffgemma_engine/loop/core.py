@@ -5,7 +5,9 @@ All model work happens here, on the engine's worker thread. A step:
   2. admits waiting sequences and prefills their prompts (encoder);
   3. runs one batched decoder forward over every sequence in its denoise phase;
   4. samples each row with its own generator and parameters (accept, renoise, adaptive stop);
-  5. settles every block that finished denoising: validation window, then commit or finish.
+  5. settles every block that finished denoising: the settler (:mod:`~diffgemma_engine.loop.settle`)
+     returns a :data:`Settlement` (check it first, start the next canvas, finish or fail) and the core
+     applies it.
 A failure while handling one sequence fails that sequence only, with a typed error
 (:class:`RequestFailedError`); a batch forward that raises is retried row by row, so only the rows that
 fail alone fail. Block checks run on a :class:`ValidationPool` (off this thread): a sequence whose block
@@ -21,12 +23,12 @@ import torch
 from diffgemma_engine.api.errors import DiffGemmaError, RequestFailedError, RequestTimeoutError, ValidatorTimeoutError
 from diffgemma_engine.model.loader import LoadedModel
 from diffgemma_engine.loop.model_runner import DenoiseRow, ModelRunner
-from diffgemma_engine.api.outputs import DraftEvent
+from diffgemma_engine.api.outputs import DraftEvent, FinalEvent
 from diffgemma_engine.loop.sampler import apply_temperature_, confident, denoise_row
 from diffgemma_engine.loop.scheduler import Scheduler
 from diffgemma_engine.loop.sequence import Block, Sequence
 from diffgemma_engine.loop.validation_pool import INLINE_WAIT_S, ValidationJob, ValidationPool
-from diffgemma_engine.loop.settle import BlockSettler
+from diffgemma_engine.loop.settle import BlockSettler, CheckBlock, Fail, Finish, NextBlock, Settlement
 
 
 class EngineCore:
@@ -37,7 +39,7 @@ class EngineCore:
         self.loaded = loaded
         self.runner = runner
         self.scheduler = Scheduler(max_running, max_running_tokens)
-        self.settler = BlockSettler(self)
+        self.settler = BlockSettler()
         self.validations = ValidationPool()  # the service installs one configured from EngineConfig
         self.steps = 0
 
@@ -111,7 +113,7 @@ class EngineCore:
         # 5. settle finished blocks (checked blocks: once their check returns, in this step if it is quick)
         for sequence in rows:
             if sequence.block is not None and sequence.block.done:
-                self._guarded(sequence, self.settler.settle)
+                self._guarded(sequence, self._settle)
         checks = [self.validations.pending.get(id(sequence)) for sequence in rows]
         self.validations.wait([job for job in checks if job is not None], INLINE_WAIT_S)
         self._settle_checked_blocks()
@@ -156,6 +158,33 @@ class EngineCore:
 
     def _apply_judgement(self, sequence: Sequence, job: ValidationJob) -> None:
         job.apply(job.outcome)
+
+    def _settle(self, sequence: Sequence) -> None:
+        self.apply(sequence, self.settler.settle(sequence))
+
+    def apply(self, sequence: Sequence, settlement: Settlement) -> None:
+        """Carry out what the settler decided for ``sequence``'s finished block."""
+        if isinstance(settlement, CheckBlock):
+            self.validations.submit(sequence, settlement.check,
+                                    lambda judgement: self.apply(sequence, settlement.judged(judgement)),
+                                    settlement.checker)  # fmt: skip
+        elif isinstance(settlement, NextBlock):
+            if settlement.commit is not None:
+                self.runner.commit(sequence.prefix, settlement.commit)
+                sequence.encoder_passes += 1
+            canvas = None
+            if settlement.frozen is not None:
+                noise = self.runner.new_canvas(settlement.generator)
+                canvas = torch.where(settlement.frozen, settlement.kept, noise)
+            self.start_block(sequence, settlement.index, settlement.attempt, settlement.params, settlement.generator,
+                             canvas, settlement.frozen, settlement.max_steps)  # fmt: skip
+        elif isinstance(settlement, Finish):
+            self.scheduler.remove(sequence)
+            sequence.emit(FinalEvent(settlement.result))
+        elif isinstance(settlement, Fail):
+            self.fail(sequence, settlement.error)
+        else:
+            raise TypeError(f"not a Settlement: {settlement!r}")
 
     def _guarded(self, sequence: Sequence, action, *args):
         """``action(sequence, *args)``; if it raises, that sequence fails (``None`` is returned) with the error,

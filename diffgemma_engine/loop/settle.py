@@ -5,17 +5,24 @@ A denoised block is turned into its response tokens (cut at EOS, a stop token, a
 or streamed; a failing block is repaired in place (only the decided positions are renoised, the rest is
 frozen), regenerated with a derived seed, accepted flagged, or given up per ``on_exhausted``. Only a
 settled block is streamed, so nothing ever has to be retracted.
+
+The settler decides and the core acts: :meth:`BlockSettler.settle` returns a :data:`Settlement` (check the
+block first, start the next canvas, finish, or fail) and :class:`~diffgemma_engine.loop.core.EngineCore`
+applies it. The settler holds no reference to the core, the scheduler or the model runner.
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Union
 
 import torch
 
 from diffgemma_engine.api.window_rules import (
     GiveUp,
+    Judgement,
     Verdict,
     block_record,
     derived_seed,
@@ -25,14 +32,60 @@ from diffgemma_engine.api.window_rules import (
     next_attempt,
 )
 from diffgemma_engine.loop.detokenizer import Detokenized
-from diffgemma_engine.api.outputs import BlockEvent, FinalEvent, GenerationResult, GenerationStats, Usage
+from diffgemma_engine.api.outputs import BlockEvent, GenerationResult, GenerationStats, Usage
 from diffgemma_engine.api.validation import BlockValidation, BlockView, RepairAction, ValidationReport, ValidationSummary
 
-__all__ = ["BlockSettler", "derived_seed"]  # derived_seed lives in api.window_rules; re-exported here
+__all__ = ["BlockSettler", "CheckBlock", "Fail", "Finish", "NextBlock", "Settlement", "derived_seed"]
+# derived_seed lives in api.window_rules; re-exported here
 
 if TYPE_CHECKING:
-    from diffgemma_engine.loop.core import EngineCore
+    from diffgemma_engine.api.params import SamplingParams
     from diffgemma_engine.loop.sequence import Sequence
+
+
+@dataclass(frozen=True)
+class CheckBlock:
+    """Check the block off the worker thread (``check``); apply ``judged(judgement)`` when it returns."""
+
+    check: Callable[[], Judgement]
+    judged: Callable[[Judgement], Settlement]
+    checker: Any
+
+
+@dataclass(frozen=True)
+class NextBlock:
+    """Start denoising a canvas of block ``index``.
+
+    ``commit``: the settled block's tokens, encoded into the prefix first (a committed block). ``frozen``:
+    a repair keeps ``kept`` at these positions and renoises the rest from ``generator``.
+    """
+
+    index: int
+    attempt: int = 0
+    params: SamplingParams | None = None
+    generator: torch.Generator | None = None
+    commit: torch.Tensor | None = None
+    frozen: torch.Tensor | None = None
+    kept: torch.Tensor | None = None
+    max_steps: int | None = None
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The request is done: it leaves the scheduler and its result is streamed."""
+
+    result: GenerationResult
+
+
+@dataclass(frozen=True)
+class Fail:
+    """The request ends with ``error`` (the other requests carry on)."""
+
+    error: BaseException
+
+
+Settlement = Union[CheckBlock, NextBlock, Finish, Fail]
+"""What to do with a block that finished denoising; the core applies it."""
 
 
 class _Candidate:
@@ -59,39 +112,36 @@ class _Candidate:
 
 
 class BlockSettler:
-    """Settles finished blocks for the core."""
+    """Decides what happens to finished blocks; keeps no state (a sequence carries its own)."""
 
-    def __init__(self, core: EngineCore) -> None:
-        self.core = core
-
-    def settle(self, sequence: Sequence) -> None:
+    def settle(self, sequence: Sequence) -> Settlement:
         block = sequence.block
         candidate = _Candidate(sequence, block.argmax.tolist())
         if sequence.checker is None:
-            self._commit(sequence, candidate, validation=None)
-            return
+            return self._commit(sequence, candidate, validation=None)
         view = self._view(sequence, candidate)
         attempts, checker = tuple(sequence.block_attempts), sequence.checker
-        self.core.validations.submit(  # checked off the worker thread; judged below when the check returns
-            sequence, lambda: judge(checker, view, attempts),
-            lambda judgement: self._settle_judged(sequence, candidate, view, judgement), checker,
+        return CheckBlock(  # checked off the worker thread; judged below when the check returns
+            check=lambda: judge(checker, view, attempts),
+            judged=lambda judgement: self._settle_judged(sequence, candidate, view, judgement),
+            checker=checker,
         )
 
-    def _settle_judged(self, sequence: Sequence, candidate: _Candidate, view: BlockView, judgement) -> None:
+    def _settle_judged(self, sequence: Sequence, candidate: _Candidate, view: BlockView,
+                       judgement: Judgement) -> Settlement:  # fmt: skip
         report, decision = judgement.report, judgement.decision
         if judgement.verdict is Verdict.COMMIT:
-            self._commit_checked(sequence, candidate, view, report)
-        elif judgement.verdict is Verdict.REPAIR:
-            self._repair(sequence, report, decision.positions, decision.steps)
-        elif judgement.verdict is Verdict.REGENERATE:
-            self._regenerate(sequence, report, decision.sampler_overrides)
-        else:
-            sequence.checker.on_exhausted(view, report)
-            self._give_up(sequence, candidate, view, report)
+            return self._commit_checked(sequence, candidate, view, report)
+        if judgement.verdict is Verdict.REPAIR:
+            return self._repair(sequence, report, decision.positions, decision.steps)
+        if judgement.verdict is Verdict.REGENERATE:
+            return self._regenerate(sequence, report, decision.sampler_overrides)
+        sequence.checker.on_exhausted(view, report)
+        return self._give_up(sequence, candidate, view, report)
 
     # -- repair and regeneration -------------------------------------------------------------------
 
-    def _repair(self, sequence: Sequence, report: ValidationReport, positions, steps: int | None) -> None:
+    def _repair(self, sequence: Sequence, report: ValidationReport, positions, steps: int | None) -> NextBlock:
         block = sequence.block
         positions = sorted({p for p in positions if 0 <= p < block.canvas.shape[0]})
         if not positions:
@@ -101,19 +151,17 @@ class BlockSettler:
         generator = _derived_generator(sequence, block.index, block.attempt + 1, block.canvas.device)
         frozen = torch.ones_like(block.argmax, dtype=torch.bool)
         frozen[positions] = False
-        noise = self.core.runner.new_canvas(generator)
-        canvas = torch.where(frozen, block.argmax, noise)
-        self.core.start_block(
-            sequence, block.index, block.attempt + 1, block.params, generator, canvas, frozen,
+        return NextBlock(
+            block.index, block.attempt + 1, block.params, generator, frozen=frozen, kept=block.argmax,
             max_steps=min(steps or max(1, block.params.max_denoising_steps // 3), block.params.max_denoising_steps),
         )
 
-    def _regenerate(self, sequence: Sequence, report: ValidationReport, overrides) -> None:
+    def _regenerate(self, sequence: Sequence, report: ValidationReport, overrides) -> NextBlock:
         block = sequence.block
         self._note_attempt(sequence, RepairAction.REGENERATE, (), report)
         params = block.params.with_overrides(dict(overrides))
         generator = _derived_generator(sequence, block.index, block.attempt + 1, block.canvas.device)
-        self.core.start_block(sequence, block.index, block.attempt + 1, params, generator)
+        return NextBlock(block.index, block.attempt + 1, params, generator)
 
     def _note_attempt(self, sequence: Sequence, action: RepairAction, positions, report: ValidationReport) -> None:
         steps = sequence.block.steps
@@ -122,29 +170,28 @@ class BlockSettler:
         sequence.repairs += 1
         sequence.block_attempts.append(next_attempt(sequence.block_attempts, action, positions, steps, report))
 
-    def _give_up(self, sequence: Sequence, candidate: _Candidate, view: BlockView, report: ValidationReport) -> None:
+    def _give_up(self, sequence: Sequence, candidate: _Candidate, view: BlockView,
+                 report: ValidationReport) -> Settlement:  # fmt: skip
         mode = give_up(sequence.params.on_exhausted)
         if mode is GiveUp.COMMIT_FLAGGED:
-            self._commit_checked(sequence, candidate, view, report, finish_reason="validation_failed")
-            return
+            return self._commit_checked(sequence, candidate, view, report, finish_reason="validation_failed")
         sequence.validations.append(self._record(sequence, view, report, passed=False))
         if mode is GiveUp.TRUNCATE:
-            self._finish(sequence, "validation_failed", None)
-        else:
-            partial = self._result(sequence, "validation_failed", None)
-            self.core.fail(sequence, exhausted_error(sequence.request_id, view, report, partial=partial,
-                                                     attempts=sequence.block_attempts))
+            return Finish(self._result(sequence, "validation_failed", None))
+        partial = self._result(sequence, "validation_failed", None)
+        return Fail(exhausted_error(sequence.request_id, view, report, partial=partial,
+                                    attempts=sequence.block_attempts))
 
     # -- commit and finish -------------------------------------------------------------------------
 
     def _commit_checked(self, sequence: Sequence, candidate: _Candidate, view: BlockView, report: ValidationReport,
-                        finish_reason: str | None = None) -> None:
+                        finish_reason: str | None = None) -> Settlement:
         """Commit a checked block: the checker keeps its state, the block's validation is recorded."""
         sequence.checker.on_commit(view, report)
-        self._commit(sequence, candidate, self._record(sequence, view, report, passed=report.passed), finish_reason)
+        return self._commit(sequence, candidate, self._record(sequence, view, report, passed=report.passed), finish_reason)
 
     def _commit(self, sequence: Sequence, candidate: _Candidate, validation: BlockValidation | None,
-                finish_reason: str | None = None) -> None:
+                finish_reason: str | None = None) -> Settlement:
         block = sequence.block
         sequence.detokenizer.apply(candidate.detokenized)
         if validation is not None:
@@ -160,16 +207,9 @@ class BlockSettler:
                 if candidate.detokenized.stop is not None:
                     finish_reason = "stop"
             stop_reason = candidate.detokenized.stop if candidate.detokenized.stop is not None else candidate.stop_token
-            self._finish(sequence, finish_reason, stop_reason)
-            return
-        self.core.runner.commit(sequence.prefix, block.argmax)
-        sequence.encoder_passes += 1
+            return Finish(self._result(sequence, finish_reason, stop_reason))
         sequence.block_attempts, sequence.block_extra_steps, sequence.block_repaired = [], 0, set()
-        self.core.start_block(sequence, block.index + 1)
-
-    def _finish(self, sequence: Sequence, finish_reason: str, stop_reason) -> None:
-        self.core.scheduler.remove(sequence)
-        sequence.emit(FinalEvent(self._result(sequence, finish_reason, stop_reason)))
+        return NextBlock(block.index + 1, commit=block.argmax)
 
     def _result(self, sequence: Sequence, finish_reason: str, stop_reason) -> GenerationResult:
         now = time.perf_counter()

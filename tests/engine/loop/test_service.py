@@ -179,7 +179,7 @@ def test_a_request_whose_processing_raises_fails_alone(tiny_engine, monkeypatch)
     def flaky_settle(sequence):
         if sequence.request_id == "poisoned":
             raise RuntimeError("boom in one request")
-        settle(sequence)
+        return settle(sequence)
 
     monkeypatch.setattr(tiny_engine.core.settler, "settle", flaky_settle)
     poisoned = tiny_engine.submit("bad", SamplingParams(max_new_tokens=8, seed=0), request_id="poisoned")
