@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from diffgemma_engine.api.errors import InvalidRequestError
 from diffgemma_engine.model.registry import DEFAULT_MODEL
@@ -10,6 +11,10 @@ from diffgemma_engine.model.registry import DEFAULT_MODEL
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEFAULT_PREFILL_CHUNK_TOKENS = 2048
+QUANTIZATION_MODES = ("int8", "int4")
+"""``EngineConfig.quantization`` values: weight-only int8 or int4 (see :mod:`diffgemma_engine.model.quantization`)."""
+OFFLOAD_MODES = ("experts",)
+"""``EngineConfig.offload`` values: ``"experts"`` keeps the fused MoE experts in host memory."""
 
 
 @dataclass(frozen=True)
@@ -90,11 +95,24 @@ class EngineConfig:
         for name in ("compile", "validation", "prefix_cache"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidRequestError(name, "must be a bool")
-        from diffgemma_engine.model.placement import validate_offload
-        from diffgemma_engine.model.quantization import validate_mode
-
         validate_mode(self.quantization)
         validate_offload(self.offload)
+
+
+def validate_mode(mode: str | None) -> str | None:
+    """Return ``mode`` if it names a quantization mode (or is ``None``); raise ``InvalidRequestError`` otherwise."""
+    if mode is None or mode in QUANTIZATION_MODES:
+        return mode
+    raise InvalidRequestError(
+        "quantization", f"must be one of {', '.join(QUANTIZATION_MODES)} or None, got {mode!r}"
+    )
+
+
+def validate_offload(mode: Any) -> str | None:
+    """``None`` or one of :data:`OFFLOAD_MODES`; anything else is an ``InvalidRequestError("offload")``."""
+    if mode is None or mode in OFFLOAD_MODES:
+        return mode
+    raise InvalidRequestError("offload", f"must be None or one of {OFFLOAD_MODES}, got {mode!r}")
 
 
 def resolve_device(device: str) -> str:

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import torch
 
 from diffgemma_engine.api.errors import ModelLoadError
+from diffgemma_engine.model.checkpoint import VISION_MODULES, check_architecture, drop_vision, read_config
 from diffgemma_engine.model.offload import OffloadPlan, dispatch_experts
 from diffgemma_engine.api.params import SamplerDefaults
 from diffgemma_engine.model.registry import BUILTIN_MODELS, DEMO, DEMO_DIRECTORY, TINY_RANDOM, ModelRef, ModelSource, resolve_model_ref
-
-ARCHITECTURE = "DiffusionGemmaForBlockDiffusion"
-MODEL_TYPE = "diffusion_gemma"
-
 
 @dataclass
 class LoadedModel:
@@ -84,30 +81,27 @@ def load_model(model: str, device: str, dtype: torch.dtype, quantization: str | 
     )
 
 
+SAMPLER_CONFIG_FIELDS = ("entropy_bound",)
+"""The :class:`SamplerDefaults` a DiffusionGemma generation config keeps in its nested ``sampler_config``
+(the others sit at its top level under their own names; the EOS ids under ``eos_token_id``)."""
+
+
 def sampler_defaults(generation_config: Any) -> SamplerDefaults:
     """Read a DiffusionGemma generation config, falling back to transformers' built-in defaults."""
     fallback = SamplerDefaults()
     sampler_config = getattr(generation_config, "sampler_config", None)
-    eos = getattr(generation_config, "eos_token_id", None)
-    if eos is None:
-        eos_ids = fallback.eos_token_ids
-    else:
-        eos_ids = tuple(eos) if isinstance(eos, (list, tuple)) else (int(eos),)
-
-    def pick(name: str, value: Any) -> Any:
-        return getattr(fallback, name) if value is None else value
-
-    return SamplerDefaults(
-        max_new_tokens=pick("max_new_tokens", getattr(generation_config, "max_new_tokens", None)),
-        max_denoising_steps=pick("max_denoising_steps", getattr(generation_config, "max_denoising_steps", None)),
-        entropy_bound=pick("entropy_bound", getattr(sampler_config, "entropy_bound", None)),
-        t_min=pick("t_min", getattr(generation_config, "t_min", None)),
-        t_max=pick("t_max", getattr(generation_config, "t_max", None)),
-        stability_threshold=pick("stability_threshold", getattr(generation_config, "stability_threshold", None)),
-        confidence_threshold=pick("confidence_threshold", getattr(generation_config, "confidence_threshold", None)),
-        eos_token_ids=eos_ids,
-        pad_token_id=pick("pad_token_id", getattr(generation_config, "pad_token_id", None)),
-    )
+    values: dict[str, Any] = {}
+    for field in fields(SamplerDefaults):
+        if field.name == "eos_token_ids":
+            eos = getattr(generation_config, "eos_token_id", None)
+            if eos is not None:
+                values[field.name] = tuple(eos) if isinstance(eos, (list, tuple)) else (int(eos),)
+            continue
+        source = sampler_config if field.name in SAMPLER_CONFIG_FIELDS else generation_config
+        value = getattr(source, field.name, None)
+        if value is not None:
+            values[field.name] = value
+    return replace(fallback, **values)
 
 
 def _demo_ref() -> ModelRef:
@@ -126,20 +120,6 @@ def _load_builtin(ref: ModelRef, dtype: torch.dtype) -> tuple[Any, Any]:
         model = drop_vision(tiny_random.build_model())
         return cast_like_pretrained(model, dtype), tiny_random.build_tokenizer()
     raise ModelLoadError(f"no loader for built-in model {ref.location!r}")  # registry and loader disagree
-
-
-VISION_MODULES = ("vision_tower", "embed_vision")
-"""The encoder's image modules: never placed by this text-only engine."""
-
-
-def drop_vision(model: Any) -> Any:
-    """Remove the vision tower and its projection from a DiffusionGemma model (text-only use never calls
-    them); returns ``model``. The encoder keeps both attributes, set to ``None``."""
-    encoder = model.model.encoder
-    for name in VISION_MODULES:
-        if getattr(encoder, name, None) is not None:
-            setattr(encoder, name, None)
-    return model
 
 
 _TEXT_ONLY_CLASS: type | None = None
@@ -196,7 +176,7 @@ def _load_pretrained(ref: ModelRef, dtype: torch.dtype, *, device: str = "cpu",
     from transformers import AutoTokenizer
 
     if ref.source is ModelSource.DIRECTORY:
-        check_architecture(_read_config(ref.location), ref.location)
+        check_architecture(read_config(ref.location), ref.location)
     try:
         if quantization is not None:
             hf_model = load_quantized_by_shard(_local_directory(ref), dtype, quantization, device)
@@ -359,24 +339,3 @@ def _initialise_missing_buffers(model: Any, device: torch.device) -> None:
         model.initialize_weights()
     if any(buffer.is_meta for buffer in model.buffers()):
         raise ModelLoadError("some model buffers could not be initialised")
-
-
-def _read_config(directory: str) -> dict[str, Any]:
-    path = os.path.join(directory, "config.json")
-    if not os.path.isfile(path):
-        raise ModelLoadError(f"{directory!r} has no config.json; it is not a Hugging Face checkpoint")
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except (OSError, json.JSONDecodeError) as error:
-        raise ModelLoadError(f"{path!r} is not readable JSON: {error}") from error
-
-
-def check_architecture(config: dict[str, Any], where: str) -> None:
-    """Raise :class:`ModelLoadError` naming what was found unless ``config`` is a DiffusionGemma config."""
-    model_type = config.get("model_type")
-    architectures = config.get("architectures") or []
-    if model_type == MODEL_TYPE or ARCHITECTURE in architectures:
-        return
-    found = ", ".join(architectures) or f"model_type={model_type!r}"
-    raise ModelLoadError(f"{where!r} holds a {found} checkpoint, not a {ARCHITECTURE} ({MODEL_TYPE}) one")

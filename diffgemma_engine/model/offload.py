@@ -16,12 +16,12 @@ from typing import Any
 import torch
 
 from diffgemma_engine.api.errors import InvalidRequestError, ModelLoadError
+from diffgemma_engine.model.checkpoint import load_plan_config
 from diffgemma_engine.model.planner import (
     HEADROOM_FIXED_BYTES,
     MemoryPlan,
     dtype_bytes,
     format_bytes,
-    load_plan_config,
     meta_model,
     plan_memory,
     request_bytes,

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from diffgemma_engine.api.errors import InvalidRequestError, ModelLoadError
+from diffgemma_engine.config import validate_offload
 from diffgemma_engine.model.offload import OffloadPlan, expert_offload_plan
 from diffgemma_engine.model.planner import (
     DEFAULT_PREFIX_CACHE_BYTES,
@@ -41,8 +42,6 @@ DEFAULT_MAX_RUNNING = 16
 MAX_AUTO_RUNNING = 64
 """The most concurrent sequences an automatic ``max_running`` chooses on a GPU, however much memory is free."""
 
-OFFLOAD_MODES = ("experts",)
-"""``EngineConfig.offload`` values: ``"experts"`` keeps the fused MoE experts in host memory."""
 
 
 class DeviceMemoryError(ModelLoadError):
@@ -64,13 +63,6 @@ class Placement:
     reason: str = ""
     max_running_tokens: int | None = None  # the scheduler's token budget (None: unbounded)
     prefix_cache_bytes: int = 0  # the prefix cache's budget, reserved in the plan
-
-
-def validate_offload(mode: Any) -> str | None:
-    """``None`` or one of :data:`OFFLOAD_MODES`; anything else is an ``InvalidRequestError("offload")``."""
-    if mode is None or mode in OFFLOAD_MODES:
-        return mode
-    raise InvalidRequestError("offload", f"must be None or one of {OFFLOAD_MODES}, got {mode!r}")
 
 
 def plan_placement(

@@ -21,21 +21,19 @@ and adds up, for a context length and a number of concurrent requests:
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from diffgemma_engine.api.errors import InvalidRequestError, ModelLoadError
+from diffgemma_engine.api.errors import InvalidRequestError
 from diffgemma_engine.model.quantization import (
     quantization_targets,
     quantized_nbytes,
     validate_mode,
 )
-from diffgemma_engine.model.registry import DEMO, DEMO_DIRECTORY, TINY_RANDOM
+from diffgemma_engine.model.checkpoint import REAL_CHECKPOINT, drop_vision, load_plan_config
 
 GIB = 1 << 30
 CARD_SIZES_GB = (8, 12, 16, 24, 48, 80)
@@ -66,53 +64,6 @@ DEFAULT_CONTEXT = 8192
 DEFAULT_PREFIX_CACHE_BYTES = 1 * GIB
 """The prefix cache's budget when the caller sets none; on a device, at most what is left after the
 running requests (see :func:`default_prefix_cache_bytes`)."""
-REAL_CHECKPOINT = "google/diffusiongemma-26B-A4B-it"
-
-REAL_CHECKPOINT_CONFIG: dict[str, Any] = {
-    "architectures": ["DiffusionGemmaForBlockDiffusion"],
-    "model_type": "diffusion_gemma",
-    "canvas_length": 256,
-    "tie_word_embeddings": True,
-    "boi_token_id": 255999,
-    "eoi_token_id": 258882,
-    "image_token_id": 258880,
-    "text_config": {
-        "model_type": "diffusion_gemma_text",
-        "vocab_size": 262144,
-        "hidden_size": 2816,
-        "intermediate_size": 2112,
-        "num_hidden_layers": 30,
-        "num_attention_heads": 16,
-        "num_key_value_heads": 8,
-        "num_global_key_value_heads": 2,
-        "head_dim": 256,
-        "global_head_dim": 512,
-        "attention_k_eq_v": True,
-        "enable_moe_block": True,
-        "num_experts": 128,
-        "top_k_experts": 8,
-        "moe_intermediate_size": 704,
-        "sliding_window": 1024,
-        "max_position_embeddings": 262144,
-        "final_logit_softcapping": 30.0,
-        "tie_word_embeddings": True,
-    },
-    "vision_config": {
-        "model_type": "gemma4_vision",
-        "hidden_size": 1152,
-        "intermediate_size": 4304,
-        "num_hidden_layers": 27,
-        "num_attention_heads": 16,
-        "num_key_value_heads": 16,
-        "head_dim": 72,
-        "standardize": True,
-    },
-}
-"""The published checkpoint's dimensions, for planning without downloading anything. Collected from
-third-party copies of its ``config.json`` (see ``docs/consumer-gpus.md``); the parameter count they
-give (25,823,778,864) times 2 bytes is within 0.001% of the published bf16 checkpoint size
-(51,647,701,024 bytes)."""
-
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 _WEIGHT_MODES = ("fp32", "bf16", "int8", "int4")
 
@@ -230,79 +181,6 @@ class MemoryPlan:
         return {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[self.dtype]
 
 
-# -- loading a config -------------------------------------------------------------------------------
-
-def load_plan_config(source: Any) -> tuple[Any, str]:
-    """Resolve ``source`` to a ``DiffusionGemmaConfig`` without loading weights; returns ``(config, label)``.
-
-    ``source``: a ``DiffusionGemmaConfig``, a ``config.json`` dict, a path to a ``config.json``, a
-    checkpoint directory, the built-in ``tiny-random``, the published checkpoint's hub id (its
-    dimensions ship with this module) or another hub id (only its ``config.json`` is fetched).
-    Raises ``ModelLoadError`` for anything that is not a DiffusionGemma config, naming what it is.
-    """
-    from transformers import DiffusionGemmaConfig
-
-    if isinstance(source, DiffusionGemmaConfig):
-        return source, "config"
-    if isinstance(source, Mapping):
-        return _config_from_dict(dict(source), "config dict"), "config dict"
-    if not isinstance(source, str) or not source.strip():
-        raise InvalidRequestError("model", f"must be a config, a dict, a path or a model name, got {source!r}")
-    if source == TINY_RANDOM:
-        from diffgemma_engine.model import tiny_random
-
-        return tiny_random.build_config(), source
-    if source == DEMO:
-        return _config_from_dict(_read_json(str(DEMO_DIRECTORY / "config.json")), source), source
-    if source == REAL_CHECKPOINT:
-        return _config_from_dict(json.loads(json.dumps(REAL_CHECKPOINT_CONFIG)), source), source
-    path = os.path.expanduser(source)
-    if os.path.isdir(path):
-        path = os.path.join(path, "config.json")
-        if not os.path.isfile(path):
-            raise ModelLoadError(f"{source!r} has no config.json; it is not a Hugging Face checkpoint")
-    if os.path.isfile(path):
-        return _config_from_dict(_read_json(path), source), source
-    if source.count("/") == 1 and not source.startswith((".", "/", "~")):
-        return _config_from_dict(_read_json(_hub_config(source)), source), source
-    raise ModelLoadError(f"{source!r} is neither a config.json, a checkpoint directory nor a hub id")
-
-
-def _read_json(path: str) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, json.JSONDecodeError) as error:
-        raise ModelLoadError(f"{path!r} is not readable JSON: {error}") from error
-    if not isinstance(data, dict):
-        raise ModelLoadError(f"{path!r} does not hold a JSON object")
-    return data
-
-
-def _hub_config(repo_id: str) -> str:
-    try:
-        from huggingface_hub import hf_hub_download
-
-        return hf_hub_download(repo_id, "config.json")
-    except Exception as error:  # noqa: BLE001 - every hub failure becomes one typed error
-        raise ModelLoadError(f"could not fetch config.json of {repo_id!r}: {error}") from error
-
-
-def _config_from_dict(data: dict[str, Any], where: str) -> Any:
-    from transformers import DiffusionGemmaConfig
-
-    from diffgemma_engine.model.loader import check_architecture
-
-    check_architecture(data, where)
-    if not isinstance(data.get("text_config"), Mapping):
-        raise ModelLoadError(f"{where!r}: a DiffusionGemma config needs a text_config object")
-    data = {key: value for key, value in data.items() if key not in ("transformers_version",)}
-    try:
-        return DiffusionGemmaConfig.from_dict(data)
-    except (TypeError, ValueError, KeyError) as error:
-        raise ModelLoadError(f"{where!r}: not a valid DiffusionGemma config: {error}") from error
-
-
 # -- counting ---------------------------------------------------------------------------------------
 
 def meta_model(config: Any, *, text_only: bool = False) -> torch.nn.Module:
@@ -313,8 +191,6 @@ def meta_model(config: Any, *, text_only: bool = False) -> torch.nn.Module:
     with torch.device("meta"):
         model = DiffusionGemmaForBlockDiffusion(config)
     if text_only:
-        from diffgemma_engine.model.loader import drop_vision
-
         drop_vision(model)
     return model
 

@@ -35,8 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffgemma_engine.api.errors import InvalidRequestError, ModelLoadError
+from diffgemma_engine.config import validate_mode
 
-QUANTIZATION_MODES = ("int8", "int4")
 INT4_GROUP_SIZES = (128, 64, 32, 16, 8, 4, 2)  # preferred first; the first that divides the input width
 INT8_MAX = 127
 INT4_LEVELS = 15  # codes 0..15
@@ -45,15 +45,6 @@ _CHUNK_ELEMENTS = 1 << 22  # quantize at most this many weights at a time (tempo
 
 class QuantizationUnavailableError(ModelLoadError):
     """The requested quantization cannot be applied to this model or device (e.g. no weights yet)."""
-
-
-def validate_mode(mode: str | None) -> str | None:
-    """Return ``mode`` if it names a quantization mode (or is ``None``); raise ``InvalidRequestError`` otherwise."""
-    if mode is None or mode in QUANTIZATION_MODES:
-        return mode
-    raise InvalidRequestError(
-        "quantization", f"must be one of {', '.join(QUANTIZATION_MODES)} or None, got {mode!r}"
-    )
 
 
 def int4_group_size(in_features: int) -> int | None:

@@ -94,7 +94,7 @@ def build_config(canvas_length: int = 32, **text_overrides) -> DiffusionGemmaCon
 
 
 def build_real_layout_config(canvas_length: int = 16, **text_overrides) -> DiffusionGemmaConfig:
-    """A small config with the published checkpoint's layer layout (``planner.REAL_CHECKPOINT_CONFIG``):
+    """A small config with the published checkpoint's layer layout (``checkpoint.REAL_CHECKPOINT_CONFIG``):
     five sliding-window layers to one full-attention layer, sliding layers with 2 KV heads x 16, full layers
     with their own single KV head x 32 whose keys and values come from one projection (``attention_k_eq_v``),
     the real rope settings (default rope on sliding layers, proportional rope with a quarter of the dims

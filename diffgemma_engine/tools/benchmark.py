@@ -37,7 +37,7 @@ SIZES = {
                     num_experts=8, top_k_experts=2, moe_intermediate_size=256, sliding_window=512,
                     layer_types=["sliding_attention", "sliding_attention", "sliding_attention", "full_attention"],
                     max_position_embeddings=4096),
-    # the published checkpoint's widths (planner.REAL_CHECKPOINT_CONFIG) with 4 of its 30 layers; for GPUs
+    # the published checkpoint's widths (checkpoint.REAL_CHECKPOINT_CONFIG) with 4 of its 30 layers; for GPUs
     "gpu-full": dict(canvas_length=256, vocab_size=262144, hidden_size=2816, intermediate_size=2112,
                      num_hidden_layers=4, num_attention_heads=16, num_key_value_heads=8,
                      num_global_key_value_heads=2, head_dim=256, global_head_dim=512, attention_k_eq_v=True,

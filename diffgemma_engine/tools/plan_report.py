@@ -22,7 +22,7 @@ from diffgemma_engine.model.planner import (
     format_bytes,
     plan_memory,
 )
-from diffgemma_engine.model.quantization import QUANTIZATION_MODES
+from diffgemma_engine.config import QUANTIZATION_MODES
 
 # -- rendering --------------------------------------------------------------------------------------
 

@@ -11,7 +11,8 @@ import torch
 from diffgemma_engine import Engine, SamplingParams
 from diffgemma_engine.api.errors import InvalidRequestError
 from diffgemma_engine.model.placement import plan_placement
-from diffgemma_engine.model.planner import GIB, REAL_CHECKPOINT, plan_memory, safe_max_running, safe_running_tokens
+from diffgemma_engine.model.checkpoint import REAL_CHECKPOINT
+from diffgemma_engine.model.planner import GIB, plan_memory, safe_max_running, safe_running_tokens
 from diffgemma_engine.loop.scheduler import Scheduler
 from diffgemma_engine.loop.sequence import SequenceStatus
 

@@ -16,7 +16,8 @@ from transformers import DiffusionGemmaForBlockDiffusion
 
 from diffgemma_engine import Engine, ModelLoadError, SamplingParams
 from diffgemma_engine.model import tiny_random
-from diffgemma_engine.model.loader import VISION_MODULES, load_model, text_only_class
+from diffgemma_engine.model.checkpoint import VISION_MODULES
+from diffgemma_engine.model.loader import load_model, text_only_class
 from diffgemma_engine.model.planner import plan_memory
 from diffgemma_engine.model.quantization import held_parameter_bytes, quantize_model, quantized_modules
 

@@ -15,7 +15,8 @@ import torch
 
 from diffgemma_engine import Engine, InvalidRequestError, ModelLoadError
 from diffgemma_engine.model import tiny_random
-from diffgemma_engine.model.loader import LoadedModel, drop_vision, load_model, sampler_defaults
+from diffgemma_engine.model.checkpoint import REAL_CHECKPOINT, drop_vision
+from diffgemma_engine.model.loader import LoadedModel, load_model, sampler_defaults
 from diffgemma_engine.loop.model_runner import DenoiseRow, ModelRunner
 from diffgemma_engine.model.offload import (
     OffloadImpossibleError,
@@ -29,7 +30,7 @@ from diffgemma_engine.model.placement import (
     DeviceMemoryError,
     plan_placement,
 )
-from diffgemma_engine.model.planner import GIB, REAL_CHECKPOINT, plan_memory, safe_max_running
+from diffgemma_engine.model.planner import GIB, plan_memory, safe_max_running
 from diffgemma_engine.model.quantization import is_fused_experts, quantize_model
 
 pytest.importorskip("accelerate")

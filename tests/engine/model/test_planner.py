@@ -14,17 +14,15 @@ from diffgemma_engine.model import tiny_random
 from diffgemma_engine.tools.benchmark import SIZES
 from diffgemma_engine.model.loader import load_model
 from diffgemma_engine.loop.model_runner import DenoiseRow, ModelRunner
+from diffgemma_engine.model.checkpoint import REAL_CHECKPOINT, REAL_CHECKPOINT_CONFIG, load_plan_config
 from diffgemma_engine.model.planner import (
     GIB,
     HEADROOM_FIXED_BYTES,
     HEADROOM_FRACTION,
     KV_COPIES_WHEN_BATCHED,
-    REAL_CHECKPOINT,
-    REAL_CHECKPOINT_CONFIG,
     SAMPLER_EXTRA_LOGITS_BUFFERS,
     count_parameters,
     kv_cache_size,
-    load_plan_config,
     meta_model,
     plan_memory,
     safe_max_running,
