@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from diffgemma_engine.api.errors import InvalidRequestError, ValidatorCrashedError
+from diffgemma_engine.api.params import OVERRIDABLE_FIELDS
 from diffgemma_engine.api.validation import (
     BlockView,
     RepairAction,
@@ -37,7 +38,7 @@ from .options import FIELD, RequestOptions, parse_request_options
 from .policy import enforce_budget
 from .registry import RegisteredValidator, ValidationContext
 
-SAMPLER_OVERRIDE_KEYS = frozenset({"entropy_bound", "t_max", "t_min"})
+SAMPLER_OVERRIDE_KEYS = frozenset(OVERRIDABLE_FIELDS)  # the engine's list: what SamplingParams.with_overrides takes
 CRASH_CODE = "validator_crashed"
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Mapping
 
+from diffgemma_engine.api.params import SamplerDefaults
 from diffgemma_engine.api.validation import (
     BlockView,
     RepairAction,
@@ -29,7 +30,7 @@ from .hookspecs import hookimpl
 from .options import RepairBudget
 from .validators.eos import PrematureEos
 
-CHECKPOINT_ENTROPY_BOUND = 0.1  # DiffusionGemma's generation_config default; RequestInfo does not carry the request's
+CHECKPOINT_ENTROPY_BOUND = SamplerDefaults().entropy_bound  # RequestInfo does not carry the request's own
 REGENERATE_T_MAX = 0.6
 FIRST_REPAIR_DILATION = 2
 WIDENED_DILATION = 8

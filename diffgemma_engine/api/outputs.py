@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
 
 from diffgemma_engine.api.validation import BlockValidation, ValidationSummary
 
@@ -59,6 +59,35 @@ class GenerationResult:
     seed: int
     validation: ValidationSummary = field(default_factory=ValidationSummary)
     stop_reason: str | int | None = None  # the stop string or token id that ended the response
+
+    def summary(self) -> dict[str, Any]:
+        """The result's facts as plain JSON-ready data, without the text: the one dict view every adapter
+        and the server build on.
+
+        ``usage`` has OpenAI's names (``prompt_tokens_details.cached_tokens``: prompt tokens served from the
+        prefix cache); ``validation`` summarises the block validators; ``stats`` says how it was made.
+        """
+        validation = self.validation
+        return {
+            "request_id": self.request_id,
+            "finish_reason": self.finish_reason,
+            "stop_reason": self.stop_reason,
+            "seed": self.seed,
+            "usage": {
+                "prompt_tokens": self.usage.prompt_tokens,
+                "completion_tokens": self.usage.completion_tokens,
+                "total_tokens": self.usage.total_tokens,
+                "prompt_tokens_details": {"cached_tokens": self.usage.cached_tokens},
+            },
+            "validation": {
+                "passed": validation.passed,
+                "blocks": len(validation.blocks),
+                "repairs": validation.repairs,
+                "extra_steps": validation.extra_steps,
+                "flags": list(validation.flags),
+            },
+            "stats": asdict(self.stats),
+        }
 
 
 @dataclass(frozen=True)

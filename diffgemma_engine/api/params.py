@@ -1,7 +1,9 @@
-"""Per-request sampling parameters, validated up front.
+"""Per-request sampling parameters, validated up front; the one place sampler setting names are written.
 
 Every field left ``None`` takes the model's default from its ``generation_config.json``
-(see :class:`SamplerDefaults`). ``max_new_tokens`` is the one exception to "the checkpoint decides":
+(see :class:`SamplerDefaults`). :data:`SAMPLER_FIELDS` (the settings a checkpoint has defaults for) and
+:data:`OVERRIDABLE_FIELDS` (what a regeneration may change) are derived from or listed next to the two
+dataclasses; every other layer (plugins, adapters, the remote backend) reads them from here. ``max_new_tokens`` is the one exception to "the checkpoint decides":
 the checkpoint's ``max_new_tokens`` only applies when the caller gives none, and never caps a caller.
 """
 
@@ -109,7 +111,7 @@ class SamplingParams:
         filled = {
             f.name: getattr(defaults, f.name)
             for f in fields(SamplerDefaults)
-            if f.name in _SAMPLER_FIELDS and getattr(self, f.name) is None
+            if f.name in SAMPLER_FIELDS and getattr(self, f.name) is None
         }
         return replace(self, **filled)
 
@@ -125,7 +127,7 @@ class SamplingParams:
 
     def with_overrides(self, overrides: Mapping[str, float]) -> SamplingParams:
         """A copy with some sampler fields replaced (used by regeneration); unknown keys are an error."""
-        unknown = set(overrides) - _OVERRIDABLE
+        unknown = set(overrides) - set(OVERRIDABLE_FIELDS)
         if unknown:
             raise InvalidRequestError("sampler_overrides", f"unknown fields {sorted(unknown)}")
         return replace(self, **overrides)
@@ -148,18 +150,15 @@ def fit_context_window(
     return replace(resolved, max_new_tokens=max(room, 1))
 
 
-_SAMPLER_FIELDS = frozenset(
-    {
-        "max_new_tokens",
-        "max_denoising_steps",
-        "entropy_bound",
-        "t_min",
-        "t_max",
-        "stability_threshold",
-        "confidence_threshold",
-    }
+SAMPLER_FIELDS: tuple[str, ...] = tuple(
+    f.name for f in fields(SamplerDefaults) if f.name in {g.name for g in fields(SamplingParams)}
 )
-_OVERRIDABLE = frozenset({"entropy_bound", "t_min", "t_max", "max_denoising_steps"})
+"""The sampler settings a request may set and a checkpoint gives defaults for, in declaration order
+(``max_new_tokens``, ``max_denoising_steps``, ``entropy_bound``, ``t_min``, ``t_max``, ...): the fields
+:class:`SamplerDefaults` and :class:`SamplingParams` share. Adding one is adding it to both."""
+
+OVERRIDABLE_FIELDS: tuple[str, ...] = ("max_denoising_steps", "entropy_bound", "t_min", "t_max")
+"""The sampler settings a regeneration may change (``RepairDecision.sampler_overrides`` keys)."""
 
 
 def _check_int(name: str, value: object, *, minimum: int) -> None:
