@@ -46,7 +46,7 @@ from diffgemma_engine.api.stream import RequestStream
 from diffgemma_engine.api.validation import CheckerFactory
 from diffgemma_engine.loop.validation_pool import ValidationPool
 
-CHECKER_ENTRY_POINT_GROUP = "diffgemma.checker_factory"
+CHECKER_FACTORY_ENTRY_POINT_GROUP = "diffgemma.checker_factory"
 MAX_WORKER_CRASHES = 3
 """Crashes of the worker thread in a row (no successful step between them) after which the engine is dead."""
 
@@ -266,7 +266,7 @@ class Engine:
 
     def _load_checker_factory(self) -> CheckerFactory:
         if self._checker_factory is None:
-            points = metadata.entry_points(group=CHECKER_ENTRY_POINT_GROUP, name="default")
+            points = metadata.entry_points(group=CHECKER_FACTORY_ENTRY_POINT_GROUP, name="default")
             if not points:
                 raise InvalidRequestError(
                     "validators", "no validator support is installed (the diffgemma_plugins package provides it)"
