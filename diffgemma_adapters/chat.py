@@ -16,7 +16,7 @@ from diffgemma_engine import InvalidRequestError
 from .formats import format_tool_call, format_tool_response
 
 if TYPE_CHECKING:
-    from .settings import EngineLike
+    from diffgemma_engine.api.client import EngineClient
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class TemplateRoles:
     """Whether the template declares tools itself (``apply_chat_template(..., tools=...)``)."""
 
 
-def template_roles(engine: EngineLike) -> TemplateRoles:
+def template_roles(engine: EngineClient) -> TemplateRoles:
     """Probe the chat template: does it render a system turn, and a tool turn, without raising?"""
     probe = "diffgemma-role-probe"
 

@@ -8,16 +8,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from diffgemma_engine import GenerationResult, InvalidRequestError, RequestStream, SamplingParams
+from diffgemma_engine.api.client import EngineClient
 
 from .chat import Turn, normalize_messages
 from .formats import CALL_CLOSE, CALL_OPEN, ToolCallAssembler, declare_tools, format_tool_call, marker_decoder
-from .settings import EngineLike, GenerationSettings, as_mapping, sampling_params
+from .settings import GenerationSettings, as_mapping, sampling_params
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class PreparedRequest:
     turn (and so part of its output).
     """
 
-    engine: EngineLike
+    engine: EngineClient
     params: SamplingParams
     prompt: str | None = None
     messages: list[dict[str, str]] | None = None
@@ -219,30 +219,7 @@ def _tool_parameters(tool: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def result_view(model_name: str, result: GenerationResult) -> dict[str, Any]:
-    """A result's facts as plain data, shared by every adapter and the server.
-
-    ``usage`` has OpenAI's names (``prompt_tokens_details.cached_tokens``: prompt tokens served from the
-    prefix cache); ``validation`` is the summary of the block validators; ``stats`` how it was made.
-    """
-    summary = result.validation
-    return {
-        "model": model_name,
-        "finish_reason": result.finish_reason,
-        "stop_reason": result.stop_reason,
-        "seed": result.seed,
-        "request_id": result.request_id,
-        "usage": {
-            "prompt_tokens": result.usage.prompt_tokens,
-            "completion_tokens": result.usage.completion_tokens,
-            "total_tokens": result.usage.total_tokens,
-            "prompt_tokens_details": {"cached_tokens": result.usage.cached_tokens},
-        },
-        "validation": {
-            "passed": summary.passed,
-            "blocks": len(summary.blocks),
-            "repairs": summary.repairs,
-            "extra_steps": summary.extra_steps,
-            "flags": list(summary.flags),
-        },
-        "stats": dataclasses.asdict(result.stats),
-    }
+    """A result's facts as plain data, shared by every adapter and the server: ``model`` and
+    :meth:`GenerationResult.summary` (``usage`` with OpenAI's names, the validators' ``validation`` summary,
+    ``stats``, ``finish_reason``, ``stop_reason``, ``seed``, ``request_id``)."""
+    return {"model": model_name, **result.summary()}

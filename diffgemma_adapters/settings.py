@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 
-from diffgemma_engine import InvalidRequestError, RequestStream, SamplingParams, get_engine
+from diffgemma_engine import InvalidRequestError, SamplingParams
+from diffgemma_engine.api.client import EngineClient
+from diffgemma_engine.api.params import SAMPLER_FIELDS
 
 from .chat import TemplateRoles, template_roles
 
@@ -40,16 +42,15 @@ rule is the entropy bound). ``max_retries``/``api_key`` as settings are fields, 
 OPTION_ALIASES = {"max_completion_tokens": "max_tokens"}
 """OpenAI's newer names for options, mapped as the server maps them (an explicit ``max_tokens`` wins)."""
 
+DENOISING_OPTIONS = tuple(name for name in SAMPLER_FIELDS if name != "max_new_tokens")
+"""The engine's sampler settings (:data:`diffgemma_engine.api.params.SAMPLER_FIELDS`) that adapters take under
+the engine's own names: all but ``max_new_tokens``, which is ``max_tokens`` here (OpenAI's name)."""
+
 SAMPLING_OPTIONS = (
     "temperature",
     "max_tokens",
     "seed",
-    "max_denoising_steps",
-    "entropy_bound",
-    "t_min",
-    "t_max",
-    "stability_threshold",
-    "confidence_threshold",
+    *DENOISING_OPTIONS,
     "adaptive_stopping",
     "validators",
     "validator_options",
@@ -62,32 +63,6 @@ JSON_VALIDATOR = "builtin.json"
 TOOL_CALL_VALIDATOR = "builtin.tool_call"
 
 ValidationFailure = Literal["raise", "return_flagged", "truncate"]
-
-
-@runtime_checkable
-class EngineLike(Protocol):
-    """What an adapter needs of an engine (:class:`diffgemma_engine.Engine` has it all)."""
-
-    @property
-    def model_name(self) -> str: ...
-
-    @property
-    def tokenizer(self) -> Any: ...
-
-    @property
-    def context_length(self) -> int: ...
-
-    def render_chat(self, messages: list[dict[str, str]]) -> str: ...  # an Engine also takes ``tools=``
-
-    def count_tokens(self, text: str) -> int: ...
-
-    def submit(
-        self, prompt: str | None = None, params: SamplingParams | None = None, **kwargs: Any
-    ) -> RequestStream: ...
-
-
-# An engine may also have ``for_model(model) -> EngineLike`` (a remote engine does): a per-call ``model=``
-# is then served by that engine's server instead of a process-wide ``get_engine(model)``.
 
 
 class GenerationSettings(BaseModel):
@@ -105,7 +80,7 @@ class GenerationSettings(BaseModel):
 
     engine: Any = Field(default=None, exclude=True)
     """An engine to use instead of resolving ``model`` (for instance one built with a custom
-    ``EngineConfig``, or a ``diffgemma_adapters.remote.RemoteEngine``). Anything with the :class:`EngineLike`
+    ``EngineConfig``, or a ``diffgemma_adapters.remote.RemoteEngine``). Anything with the :class:`~diffgemma_engine.api.client.EngineClient`
     members works."""
 
     base_url: str | None = None
@@ -200,11 +175,14 @@ class GenerationSettings(BaseModel):
 
     @model_validator(mode="after")
     def _resolve_diffusion_engine(self) -> GenerationSettings:
+        """Acquires the engine (:meth:`_acquire_engine`: the shared in-process one, or a ``RemoteEngine`` from
+        :func:`diffgemma_adapters.remote.connect`, which starts its event-loop thread on first use) and
+        checks every setting now rather than at the first call."""
         if self.engine is not None and self.base_url is not None:
             raise InvalidRequestError("base_url", "give either engine or base_url, not both")
         if self.engine is None:
             self.engine = self._acquire_engine()
-        elif not isinstance(self.engine, EngineLike):
+        elif not isinstance(self.engine, EngineClient):
             raise InvalidRequestError("engine", f"must be a diffgemma Engine, got {type(self.engine).__name__}")
         if self.model is None:
             self.model = self.engine.model_name
@@ -214,13 +192,17 @@ class GenerationSettings(BaseModel):
         sampling_params(self)  # every setting is checked here, not at the first call
         return self
 
-    def _acquire_engine(self) -> EngineLike:
+    def _acquire_engine(self) -> EngineClient:
+        """The process-wide in-process engine of ``model``, or with ``base_url`` a remote one
+        (:func:`diffgemma_adapters.remote.connect`: no network call until the first request)."""
         if self.base_url is not None:
             from .remote import connect  # needs the openai client, which in-process use does not
 
             key = self.api_key.get_secret_value() if self.api_key is not None else None
             return connect(self.base_url, api_key=key, model=self.model, max_retries=self.max_retries,
                            server=self.server, chat_template=self.chat_template, on_unsupported=self.on_unsupported)
+        from diffgemma_engine import get_engine  # imports torch: only an in-process engine needs it
+
         return get_engine(self.model)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -248,16 +230,15 @@ class GenerationSettings(BaseModel):
         LlamaIndex's ``Settings.tokenizer = llm.get_token_ids`` size prompts with it; nothing is downloaded)."""
         return list(self.engine.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def engine_for(self, model: str | None) -> EngineLike:
+    def engine_for(self, model: str | None) -> EngineClient:
         """The engine serving ``model`` (a per-call override), or this adapter's engine."""
         if model is None or model in (self.model, self.engine.model_name):
             return self.engine
         if not isinstance(model, str):
             raise InvalidRequestError("model", f"must be a string, got {type(model).__name__}")
-        for_model = getattr(self.engine, "for_model", None)
-        return for_model(model) if for_model is not None else get_engine(model)
+        return self.engine.for_model(model)
 
-    def roles_for(self, engine: EngineLike) -> TemplateRoles:
+    def roles_for(self, engine: EngineClient) -> TemplateRoles:
         """What ``engine``'s chat template accepts (probed once per model and adapter)."""
         roles = self._template_roles.get(engine.model_name)
         if roles is None:
@@ -289,7 +270,7 @@ def sampling_params(
     if unknown:
         raise InvalidRequestError(unknown[0], f"is not a DiffusionGemma option ({_KNOWN_TEXT})")
     value = {name: options.get(name, getattr(settings, name)) for name in SAMPLING_OPTIONS}
-    t_min, t_max = _schedule(settings, options)
+    value["t_min"], value["t_max"] = _schedule(settings, options)  # temperature, mapped onto the schedule
     validators = _string_list("validators", value["validators"])
     validator_options = dict(as_mapping("validator_options", value["validator_options"]))
     if json_output:
@@ -301,12 +282,7 @@ def sampling_params(
     stops = [*(settings.stop or ()), *_string_list("stop", stop or ())]
     return SamplingParams(
         max_new_tokens=value["max_tokens"],
-        max_denoising_steps=value["max_denoising_steps"],
-        entropy_bound=value["entropy_bound"],
-        t_min=t_min,
-        t_max=t_max,
-        stability_threshold=value["stability_threshold"],
-        confidence_threshold=value["confidence_threshold"],
+        **{name: value[name] for name in DENOISING_OPTIONS},
         adaptive_stopping=value["adaptive_stopping"],
         seed=value["seed"],
         stop=tuple(dict.fromkeys(stops)),

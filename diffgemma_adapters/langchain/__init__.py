@@ -4,7 +4,8 @@ Install with the ``langchain`` extra: ``pip install "diffgemma-plugins[langchain
 
 - :class:`ChatDiffusionGemma` (``chat_model``): the chat model;
 - :class:`DiffusionGemmaLLM` (``llm``): the completion model;
-- ``base``: what both share (settings, batching, message conversion, response metadata).
+- ``base``: what both share (settings, batching, message conversion, response metadata);
+- ``chat_results``: engine results and events as chat results and chunks.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from langchain_core.runnables.config import get_config_list
 from pydantic import model_validator
 
 from diffgemma_engine import GenerationResult, InvalidRequestError, __version__
+from diffgemma_engine.api.client import EngineClient
 
 from ..chat import Turn
 from ..request import PreparedRequest, result_view
@@ -71,8 +72,8 @@ class LangChainAdapter(GenerationSettings):
         return configs
 
 
-def batch_window(engine: Any) -> int:
-    return max(1, BATCH_WINDOW_PER_SLOT * (getattr(engine, "max_running", None) or 4))
+def batch_window(engine: EngineClient) -> int:
+    return max(1, BATCH_WINDOW_PER_SLOT * engine.max_running)
 
 
 

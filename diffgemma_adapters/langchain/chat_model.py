@@ -2,33 +2,31 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from operator import itemgetter
 from typing import Any, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, convert_to_messages
-from langchain_core.messages.tool import invalid_tool_call, tool_call, tool_call_chunk
+from langchain_core.messages import AIMessage, BaseMessage, convert_to_messages
 from langchain_core.output_parsers import (
     JsonOutputKeyToolsParser,
     JsonOutputParser,
     PydanticOutputParser,
     PydanticToolsParser,
 )
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableMap, RunnablePassthrough
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import ConfigDict, model_validator
 
-from diffgemma_engine import BlockEvent, FinalEvent, GenerationResult
+from diffgemma_engine import BlockEvent, FinalEvent
 
-from ..formats import ToolCall, ToolCallAssembler
 from ..request import PreparedRequest, prepare_request, resolve_tool_choice
-from .base import LangChainAdapter, response_metadata, to_turns, usage_metadata
+from .base import LangChainAdapter, to_turns
+from .chat_results import ChatChunks, chat_result
 
 __all__ = ["ChatDiffusionGemma"]
 
@@ -162,8 +160,8 @@ class ChatDiffusionGemma(LangChainAdapter, BaseChatModel):
     ) -> ChatResult:
         request = self._prepare(messages, stop, kwargs)
         if run_manager is None:
-            return _chat_result(request, request.run())
-        chunks = _ChatChunks(request)  # stream internally, so token callbacks fire per block (as ChatOllama)
+            return chat_result(request, request.run())
+        chunks = ChatChunks(request)  # stream internally, so token callbacks fire per block (as ChatOllama)
         handle = request.submit()
         try:
             for event in handle:
@@ -171,7 +169,7 @@ class ChatDiffusionGemma(LangChainAdapter, BaseChatModel):
                 if chunk is not None and isinstance(event, BlockEvent):
                     run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                 if isinstance(event, FinalEvent):
-                    return _chat_result(request, event.result)
+                    return chat_result(request, event.result)
         finally:
             handle.cancel()
         raise RuntimeError("the request stream ended without a result")  # the engine always ends with one
@@ -185,8 +183,8 @@ class ChatDiffusionGemma(LangChainAdapter, BaseChatModel):
     ) -> ChatResult:
         request = self._prepare(messages, stop, kwargs)
         if run_manager is None:
-            return _chat_result(request, await request.arun())
-        chunks = _ChatChunks(request)
+            return chat_result(request, await request.arun())
+        chunks = ChatChunks(request)
         handle = request.submit()
         try:
             async for event in handle:
@@ -194,7 +192,7 @@ class ChatDiffusionGemma(LangChainAdapter, BaseChatModel):
                 if chunk is not None and isinstance(event, BlockEvent):
                     await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                 if isinstance(event, FinalEvent):
-                    return _chat_result(request, event.result)
+                    return chat_result(request, event.result)
         finally:
             handle.cancel()
         raise RuntimeError("the request stream ended without a result")
@@ -207,7 +205,7 @@ class ChatDiffusionGemma(LangChainAdapter, BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         request = self._prepare(messages, stop, kwargs)
-        chunks = _ChatChunks(request)
+        chunks = ChatChunks(request)
         handle = request.submit()
         try:
             for event in handle:
@@ -227,7 +225,7 @@ class ChatDiffusionGemma(LangChainAdapter, BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         request = self._prepare(messages, stop, kwargs)
-        chunks = _ChatChunks(request)
+        chunks = ChatChunks(request)
         handle = request.submit()
         try:
             async for event in handle:
@@ -374,67 +372,3 @@ class ChatDiffusionGemma(LangChainAdapter, BaseChatModel):
         parse = RunnablePassthrough.assign(parsed=itemgetter("raw") | parser, parsing_error=lambda _: None)
         keep_raw = RunnablePassthrough.assign(parsed=lambda _: None)
         return RunnableMap(raw=llm) | parse.with_fallbacks([keep_raw], exception_key="parsing_error")
-
-
-
-# -- responses out ----------------------------------------------------------------------------------------
-
-
-def _invalid_args(call: ToolCall) -> str:
-    """An invalid call's ``args``: its raw text as a JSON string, which LangChain never reads as arguments
-    (its lenient parser turns many broken objects into ``{}``), so summed stream chunks keep it invalid."""
-    return json.dumps(call.raw_args, ensure_ascii=False)
-
-
-def _settled_calls(assembler: ToolCallAssembler | None, token_ids: Sequence[int]) -> tuple[str, list[ToolCall]]:
-    return ("", []) if assembler is None else assembler.finish(token_ids)
-
-
-def _chat_result(request: PreparedRequest, result: GenerationResult) -> ChatResult:
-    assembler = request.tool_assembler()
-    content, calls = (result.text, []) if assembler is None else assembler.finish(result.token_ids)
-    message = AIMessage(
-        content=content,
-        tool_calls=[tool_call(name=c.name, args=c.args, id=c.id) for c in calls if c.valid],
-        invalid_tool_calls=[
-            invalid_tool_call(name=c.name, args=_invalid_args(c), id=c.id, error=c.error) for c in calls if not c.valid
-        ],
-        usage_metadata=usage_metadata(result),
-        response_metadata=response_metadata(request, result),
-    )
-    return ChatResult(generations=[ChatGeneration(message=message)])
-
-
-class _ChatChunks:
-    """Turns one request's events into chat chunks: one per committed block, then a closing chunk."""
-
-    def __init__(self, request: PreparedRequest) -> None:
-        self.request = request
-        self.tools: ToolCallAssembler | None = request.tool_assembler()
-
-    def make(self, event: Any) -> ChatGenerationChunk | None:
-        if isinstance(event, BlockEvent):
-            text = event.text if self.tools is None else self.tools.add_block(event.token_ids)
-            return ChatGenerationChunk(message=AIMessageChunk(content=text)) if text else None
-        if isinstance(event, FinalEvent):
-            return self._last(event.result)
-        return None  # draft events are never content
-
-    def _last(self, result: GenerationResult) -> ChatGenerationChunk:
-        text, calls = _settled_calls(self.tools, result.token_ids)
-        message = AIMessageChunk(
-            content=text,
-            tool_call_chunks=[  # whole calls, settled by the same parser as invoke's
-                tool_call_chunk(
-                    name=call.name,
-                    args=json.dumps(call.args, ensure_ascii=False) if call.valid else _invalid_args(call),
-                    id=call.id,
-                    index=index,
-                )
-                for index, call in enumerate(calls)
-            ],
-            usage_metadata=usage_metadata(result),
-            response_metadata=response_metadata(self.request, result),
-            chunk_position="last",
-        )
-        return ChatGenerationChunk(message=message)

@@ -20,6 +20,7 @@ from diffgemma_engine.api.errors import (
 )
 from diffgemma_engine.api.outputs import GenerationResult
 from diffgemma_engine.api.params import SamplingParams
+from diffgemma_engine.api.stats import EngineStats
 from diffgemma_engine.loop.prompts import check_messages
 from diffgemma_engine.api.stream import RequestStream
 from diffgemma_engine.api.validation import BlockChecker, CheckerFactory
@@ -49,6 +50,9 @@ DEFAULT_CONTEXT_LENGTH = 8192
 MAX_CONTINUATIONS = 32
 """Continuation requests per response at most, whatever the validator budgets say."""
 
+DEFAULT_MAX_RUNNING = 4
+"""Requests a server is assumed to run together (servers do not report it): sizes the adapters' batch windows."""
+
 PLACEHOLDER_API_KEY = "EMPTY"
 """Sent when no key is given (the ``openai`` client requires one; servers without a key ignore it)."""
 
@@ -69,7 +73,8 @@ def connect(
 
     A :class:`RemoteEngine` with the adapter's settings and every other argument at its default. Building it
     makes no network call; its background event-loop thread (one per engine, shared with its ``for_model``
-    siblings) starts with the first request and stops with ``close()`` or at interpreter exit.
+    siblings) starts on first use (a request, or a ``/v1/models`` look-up); it is a daemon thread, stopped by
+    ``close()`` or when the engine is garbage-collected.
     """
     return RemoteEngine(base_url, api_key=api_key, model=model, max_retries=max_retries, server=server,
                         chat_template=chat_template, on_unsupported=on_unsupported)
@@ -155,6 +160,7 @@ class RemoteEngine:
         self._checker_factory = checker_factory
         self._transport = _Transport(self.base_url, api_key or PLACEHOLDER_API_KEY, float(timeout), max_retries)
         self._tokenizer = PieceTokenizer()
+        self._in_flight: set[Any] = set()  # requests' futures, shared with for_model siblings (one transport)
 
     # -- facts about the model and the server (EngineClient) -------------------------------------------
 
@@ -204,6 +210,16 @@ class RemoteEngine:
     @property
     def is_alive(self) -> bool:
         return not self._transport.closed
+
+    @property
+    def max_running(self) -> int:
+        """:data:`DEFAULT_MAX_RUNNING`: a server does not report how many requests it runs together."""
+        return DEFAULT_MAX_RUNNING
+
+    def stats(self) -> EngineStats:
+        """Requests in flight over this connection as ``running`` (a server's own queue is not visible:
+        ``waiting`` is 0); no prefix-cache counters."""
+        return EngineStats(running=len(self._in_flight), waiting=0, max_running=self.max_running)
 
     def count_tokens(self, text: str) -> int:
         """Pseudo-tokens in ``text`` (see the package docstring); the server's usage counts are exact."""
@@ -278,6 +294,8 @@ class RemoteEngine:
         checker = self._checker_for(request_id, params)
         job = RemoteRequest(self, request_id, params, prompt, messages, checker, self.model_name, rules)
         future = self._transport.run(self._drive(job))
+        self._in_flight.add(future)
+        future.add_done_callback(self._in_flight.discard)
         job.attach(future)
         return job.stream
 

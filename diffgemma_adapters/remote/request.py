@@ -34,7 +34,7 @@ from diffgemma_engine.api.window_rules import (
     next_attempt,
 )
 from diffgemma_engine.api.outputs import BlockEvent, FinalEvent, GenerationResult, GenerationStats, Usage
-from diffgemma_engine.api.params import SamplingParams
+from diffgemma_engine.api.params import SamplerDefaults, SamplingParams
 from diffgemma_engine.api.stream import RequestStream
 from diffgemma_engine.api.validation import (
     BlockChecker,
@@ -53,7 +53,7 @@ from .wire import RemoteConnectionError, RemoteGenerationError, _pieces_with_off
 if TYPE_CHECKING:
     from .engine import RemoteEngine
 
-DEFAULT_DENOISING_STEPS = 48
+DEFAULT_DENOISING_STEPS = SamplerDefaults.max_denoising_steps
 """The checkpoint's per-canvas step cap; what a remote block is charged when the request sets none."""
 
 FINISH_REASONS = {"stop": "stop", "length": "length", "validation_failed": "validation_failed",

@@ -25,15 +25,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from diffgemma_engine.api.errors import InvalidRequestError
-from diffgemma_engine.api.params import SamplingParams
+from diffgemma_engine.api.params import SAMPLER_FIELDS, SamplingParams
 
-__all__ = ["SAMPLER_FIELDS", "RemoteSettingWarning", "ServerKind", "ServerRules", "check_settings", "kind_of"]
+__all__ = ["BODY_SAMPLER_FIELDS", "RemoteSettingWarning", "ServerKind", "ServerRules", "check_settings", "kind_of"]
 
 logger = logging.getLogger("diffgemma_adapters.remote")
 
-SAMPLER_FIELDS = ("max_denoising_steps", "entropy_bound", "t_min", "t_max", "stability_threshold",
-                  "confidence_threshold")
-"""The sampler settings ``diffgemma serve`` takes in a request body (as ``extra_body`` fields)."""
+BODY_SAMPLER_FIELDS = tuple(name for name in SAMPLER_FIELDS if name != "max_new_tokens")
+"""The sampler settings ``diffgemma serve`` takes in a request body as ``extra_body`` fields: the engine's
+:data:`~diffgemma_engine.api.params.SAMPLER_FIELDS` but ``max_new_tokens`` (sent as OpenAI's ``max_tokens``)."""
 
 
 class ServerKind(str, enum.Enum):
@@ -51,7 +51,7 @@ class ServerRules:
     kind: ServerKind
     takes_seed: bool
     seeds_every_request: bool  # send a drawn seed when the caller gives none (so result.seed reproduces)
-    takes_sampler_fields: bool  # SAMPLER_FIELDS and adaptive_stopping
+    takes_sampler_fields: bool  # BODY_SAMPLER_FIELDS and adaptive_stopping
     takes_stop_token_ids: bool  # stop_token_ids and ignore_eos (vLLM extensions of the OpenAI API)
     counts_tokens_per_chunk: bool  # stream_options.continuous_usage_stats (a vLLM extension)
 
@@ -103,7 +103,7 @@ def unhonoured(params: SamplingParams, rules: ServerRules) -> list[tuple[str, st
     if not rules.takes_sampler_fields:
         where = ("vLLM reads the sampler settings from the checkpoint's generation_config.json, not from requests"
                  if rules.kind is ServerKind.VLLM else "an OpenAI-compatible server has no such field")
-        for name in SAMPLER_FIELDS:
+        for name in BODY_SAMPLER_FIELDS:
             if getattr(params, name) is not None:
                 found.append((name, where))
         if not params.adaptive_stopping:
@@ -150,7 +150,7 @@ def body_fields(
         top["seed"] = seed
     extra: dict[str, Any] = {}
     if rules.takes_sampler_fields:
-        extra.update({name: getattr(params, name) for name in SAMPLER_FIELDS if getattr(params, name) is not None})
+        extra.update({name: getattr(params, name) for name in BODY_SAMPLER_FIELDS if getattr(params, name) is not None})
         if not params.adaptive_stopping:
             extra["adaptive_stopping"] = False
         extra.update(overrides)

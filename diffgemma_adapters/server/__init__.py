@@ -8,11 +8,14 @@ name (``max_denoising_steps``, ``stop_token_ids``, ``ignore_eos``, ...) plus ``v
 ``response_format`` are supported. See ``docs/serving.md`` for the limits, the access rules and the
 threat model.
 
-Modules: :mod:`.openai_wire` (request models, errors, response bodies), :mod:`.guard` (the ASGI front
-door), :mod:`.metrics`, :mod:`.app` (routes), :mod:`.runner` (uvicorn, signals, exit status).
+Modules: :mod:`.requests` (strict request models, their checks and conversion), :mod:`.openai_wire`
+(errors, response bodies), :mod:`.prepare` (a parsed request under the operator's limits -> an engine
+request), :mod:`.guard` (the ASGI front door), :mod:`.metrics`, :mod:`.app` (routes), :mod:`.runner` (uvicorn,
+signals, exit status).
 """
 
-from .app import DEFAULT_MAX_DENOISING_STEPS, DEFAULT_MAX_REQUEST_BYTES, ServerLimits, create_app
+from .app import DEFAULT_MAX_REQUEST_BYTES, create_app
+from .prepare import DEFAULT_MAX_DENOISING_STEPS, ServerLimits
 from .openai_wire import ApiError
 from .runner import API_KEY_ENV, EXIT_ENGINE_DEAD, resolve_api_key, serve
 

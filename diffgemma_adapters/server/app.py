@@ -1,6 +1,6 @@
 """The FastAPI application of ``diffgemma serve``: routes over the shared engine.
 
-Every request is parsed strictly (:mod:`.openai_wire`), checked against the operator's limits, prepared
+Every request is parsed strictly (:mod:`.requests`), checked against the operator's limits (:mod:`.prepare`), prepared
 (chat template, tools, response format) and tokenized in a worker thread — never on the event loop — and
 submitted to the engine. :mod:`.guard` sits in front of every route (host, origin, key, content type,
 body size, disconnects, metrics).
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import dataclasses
 import logging
 import time
 import uuid
@@ -26,38 +25,19 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from diffgemma_engine import BlockEvent, EngineDeadError, FinalEvent, RequestStream
 
-from ..request import PreparedRequest, prepare_request
-from ..settings import SAMPLING_OPTIONS, TOLERATED_OPTIONS, GenerationSettings
+from ..request import PreparedRequest
+from ..settings import GenerationSettings
 from . import openai_wire as wire
+from . import requests
 from .guard import AccessPolicy, Guard, allowed_host_set
 from .metrics import ServerMetrics
+from .prepare import DEFAULT_MAX_DENOISING_STEPS, ServerLimits, call_from_request, renames, submit
 
 DEFAULT_MAX_REQUEST_BYTES = 1_000_000
-DEFAULT_MAX_DENOISING_STEPS = 256
-"""The default cap on a request's ``max_denoising_steps`` (the checkpoints' own default is 48)."""
 DEFAULT_PREPARE_THREADS = 4
 ENGINE_WATCH_INTERVAL = 0.5
 
-NEUTRAL_VALUES = {"top_p": 1.0, "frequency_penalty": 0.0, "presence_penalty": 0.0}
-"""Standard sampler fields block diffusion has no use for, and the value at which they change nothing."""
-
 logger = logging.getLogger("diffgemma.server")
-
-
-@dataclass(frozen=True)
-class ServerLimits:
-    """Caps an operator sets on every request; a request over one is refused with a 400 naming the field.
-
-    ``None`` means no cap beyond the engine's own (the context window)."""
-
-    max_denoising_steps: int | None = DEFAULT_MAX_DENOISING_STEPS
-    max_new_tokens: int | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("max_denoising_steps", "max_new_tokens"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be a positive int or None, got {value!r}")
 
 
 @dataclass
@@ -98,7 +78,7 @@ class ServerState:
             handle.cancel()
 
     def check_engine(self) -> None:
-        if self.engine_dead or self.shutting_down or getattr(self.engine, "is_alive", True):
+        if self.engine_dead or self.shutting_down or self.engine.is_alive:
             return
         self.engine_dead = True
         logger.critical("the engine is dead; the server stops so that a supervisor can restart it")
@@ -186,7 +166,7 @@ def create_app(
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        context = getattr(engine, "context_length", None)
+        context = engine.context_length
         return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "diffgemma",
                                             "max_model_len": context} for name in names]}
 
@@ -203,15 +183,15 @@ def create_app(
         try:
             _check_serving(state)
             raw = await request.body()
-            parsed = wire.parse_request(wire.ChatCompletionRequest if chat else wire.CompletionRequest, raw)
-            wire.refuse_unsupported(parsed)
+            parsed = requests.parse_request(requests.ChatCompletionRequest if chat else requests.CompletionRequest, raw)
+            requests.refuse_unsupported(parsed)
             if parsed.model is not None and parsed.model not in names:
                 raise wire.ApiError(404, f"the model {parsed.model!r} does not exist; this server serves "
                                          f"{', '.join(map(repr, names))}", "invalid_request_error",
                                     param="model", code="model_not_found")
-            rename = _renames(parsed, chat)
-            call = _call(parsed, chat, state.limits, metrics, engine)
-            prepared, handle = await _in_thread(state, lambda: _submit(settings, call))
+            rename = renames(parsed, chat)
+            call = call_from_request(parsed, chat, state.limits, metrics, engine)
+            prepared, handle = await _in_thread(state, lambda: submit(settings, call))
         except Exception as error:
             api = wire.api_error(error, rename)
             if isinstance(error, EngineDeadError):
@@ -232,122 +212,6 @@ def create_app(
         return await _answer(state, metrics, prepared, handle, reply, rename)
 
     return app
-
-
-# -- one request ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Call:
-    """A parsed request as ``prepare_request`` arguments, plus SamplingParams fields it does not take."""
-
-    prompt: str | None
-    turns: list[Any] | None
-    stop: list[str]
-    tools: list[dict[str, Any]]
-    tool_choice: str | None
-    response_format: dict[str, Any] | None
-    parallel_tool_calls: bool
-    options: dict[str, Any]
-    direct: dict[str, Any]
-    default_caps: dict[str, int]
-
-
-def _tokens_field(parsed: Any) -> str:
-    """The field that sets the token limit: ``max_tokens`` wins over ``max_completion_tokens``, as in the
-    adapters (``settings.OPTION_ALIASES``: the real name wins over the alias)."""
-    if parsed.max_tokens is None and getattr(parsed, "max_completion_tokens", None) is not None:
-        return "max_completion_tokens"
-    return "max_tokens"
-
-
-def _renames(parsed: Any, chat: bool) -> dict[str, str]:
-    """Engine field names -> the request's own (a validator's options may come from ``response_format``)."""
-    tokens_field = _tokens_field(parsed)
-    rename = {"max_new_tokens": tokens_field, "max_tokens": tokens_field, "prompt": "messages" if chat else "prompt",
-              "on_exhausted": "on_validation_failure"}
-    if parsed.validator_options is None and (parsed.response_format is not None or getattr(parsed, "tools", None)):
-        rename["validator_options"] = "response_format" if parsed.response_format is not None else "tools"
-    return rename
-
-
-def _call(parsed: Any, chat: bool, limits: ServerLimits, metrics: ServerMetrics, engine: Any) -> _Call:
-    options: dict[str, Any] = {}
-    direct: dict[str, Any] = {}
-    for name in wire.ENGINE_FIELDS:
-        value = getattr(parsed, name)
-        if value is None:
-            continue
-        if name in SAMPLING_OPTIONS:
-            options[name] = value
-        else:  # a SamplingParams field the adapters' settings do not carry (stop_token_ids, ignore_eos, ...)
-            direct[name] = tuple(value) if isinstance(value, list) else value
-    for name in ("temperature", "seed", "on_validation_failure"):
-        if getattr(parsed, name) is not None:
-            options[name] = getattr(parsed, name)
-    for name, neutral in NEUTRAL_VALUES.items():
-        value = getattr(parsed, name)
-        if value is None:
-            continue
-        if name in SAMPLING_OPTIONS or name in TOLERATED_OPTIONS:
-            options[name] = value
-        elif value != neutral:
-            raise wire.invalid(f"{name}: block diffusion does not use it; only {neutral:g} (no effect) is accepted",
-                               param=name)
-    tokens_field = _tokens_field(parsed)
-    max_tokens = getattr(parsed, tokens_field)
-    if max_tokens is not None:
-        options["max_tokens"] = max_tokens
-    shadowed = getattr(parsed, "max_completion_tokens", None) if tokens_field == "max_tokens" else None
-    if shadowed is not None and limits.max_new_tokens is not None and shadowed > limits.max_new_tokens:
-        _apply_limits({"max_tokens": shadowed}, "max_completion_tokens", limits, metrics, engine)  # raises
-    default_caps = _apply_limits(options, tokens_field, limits, metrics, engine)
-    stop = wire.stop_strings(parsed.stop)
-    if chat:
-        tools = [tool.model_dump(exclude_none=True) for tool in parsed.tools or ()]
-        return _Call(None, wire.to_turns(parsed.messages), stop, tools, wire.tool_choice(parsed),
-                     wire.response_format(parsed),
-                     parsed.parallel_tool_calls if parsed.parallel_tool_calls is not None else True,
-                     options, direct, default_caps)
-    return _Call(wire.completion_prompt(parsed), None, stop, [], None, wire.response_format(parsed), True,
-                 options, direct, default_caps)
-
-
-def _apply_limits(options: dict[str, Any], tokens_field: str, limits: ServerLimits, metrics: ServerMetrics,
-                  engine: Any) -> dict[str, int]:
-    """Refuse values over a cap; returns the caps to apply when the request leaves the value to the model."""
-    defaults = getattr(getattr(engine, "loaded", None), "defaults", None)
-    caps = {}
-    for option, param, cap, default_name in (
-        ("max_denoising_steps", "max_denoising_steps", limits.max_denoising_steps, "max_denoising_steps"),
-        ("max_tokens", tokens_field, limits.max_new_tokens, "max_new_tokens"),
-    ):
-        if cap is None:
-            continue
-        value = options.get(option)
-        if isinstance(value, int) and not isinstance(value, bool) and value > cap:
-            metrics.refused.labels(option).inc()
-            raise wire.invalid(f"{param}: {value} is over this server's limit of {cap}", param=param,
-                               code="over_server_limit")
-        default = getattr(defaults, default_name, None)
-        if value is None and (default is None or default > cap):
-            caps[option] = cap
-    return caps
-
-
-def _submit(settings: GenerationSettings, call: _Call) -> tuple[PreparedRequest, RequestStream]:
-    """Render, tokenize and submit (in a worker thread: templates and tokenizers are CPU work)."""
-    options = {**call.default_caps, **call.options}
-    if call.prompt is not None:
-        prepared = prepare_request(settings, prompt=call.prompt, stop=call.stop,
-                                   response_format=call.response_format, **options)
-    else:
-        prepared = prepare_request(settings, turns=call.turns, stop=call.stop, tools=call.tools,
-                                   tool_choice=call.tool_choice, response_format=call.response_format,
-                                   parallel_tool_calls=call.parallel_tool_calls, **options)
-    if call.direct:
-        prepared = dataclasses.replace(prepared, params=dataclasses.replace(prepared.params, **call.direct))
-    return prepared, prepared.submit()
 
 
 async def _in_thread(state: ServerState, work: Callable[[], tuple[PreparedRequest, RequestStream]]):

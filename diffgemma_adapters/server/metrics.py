@@ -8,11 +8,10 @@ the exposition stays the same size, and nothing a client sends is echoed into it
 
 from __future__ import annotations
 
-from typing import Any
-
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from diffgemma_engine import GenerationResult
+from diffgemma_engine.api.client import EngineClient
 
 ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics")
 OTHER = "other"
@@ -32,7 +31,7 @@ def method_label(method: str) -> str:
 class ServerMetrics:
     """The server's counters and gauges in a registry of their own (one per app)."""
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, engine: EngineClient) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
         self.requests = Counter("diffgemma_requests", "HTTP requests by route template, method and status; "
@@ -57,13 +56,12 @@ class ServerMetrics:
                                registry=registry)
         for source in ("cached", "computed"):
             self.prompt_tokens.labels(source)
-        scheduler = getattr(getattr(engine, "core", None), "scheduler", None)
         Gauge("diffgemma_queue_depth", "Requests waiting for a running slot.", registry=registry).set_function(
-            lambda: len(scheduler.waiting) if scheduler is not None else 0)
+            lambda: engine.stats().waiting)
         Gauge("diffgemma_running", "Requests being denoised.", registry=registry).set_function(
-            lambda: len(scheduler.running) if scheduler is not None else 0)
+            lambda: engine.stats().running)
         Gauge("diffgemma_engine_alive", "1 while the engine can serve requests.", registry=registry).set_function(
-            lambda: 1 if getattr(engine, "is_alive", True) else 0)
+            lambda: 1 if engine.is_alive else 0)
 
     def record(self, result: GenerationResult) -> None:
         usage = result.usage

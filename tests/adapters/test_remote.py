@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -46,6 +48,7 @@ from diffgemma_engine import (  # noqa: E402
     SamplingParams,
     get_engine,
 )
+from diffgemma_engine.api.client import EngineClient, EngineStats  # noqa: E402
 from diffgemma_plugins import Violation, hookimpl, make_checker_factory, make_plugin_manager  # noqa: E402
 
 KEY = "remote-test-key"
@@ -299,6 +302,17 @@ def test_base_url_settings_reach_the_remote_engine(adapter, tmp_path):
     default.engine.close()
 
 
+def test_adapters_over_http_need_no_torch():
+    code = ("import sys\n"
+            "from diffgemma_adapters.langchain import ChatDiffusionGemma\n"
+            "from diffgemma_adapters.llamaindex import DiffusionGemma\n"
+            "for adapter in (ChatDiffusionGemma, DiffusionGemma):\n"
+            "    adapter(base_url='http://127.0.0.1:9/v1', model='m', max_tokens=8).engine.close()\n"
+            "print('torch' in sys.modules, 'transformers' in sys.modules)\n")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "False False"
+
 def test_token_counting_uses_pseudo_tokens(over_http):
     llm = over_http(DiffusionGemmaLLM)
     assert llm.get_num_tokens("Hello, world!  x") == 5  # "Hello" "," " world" "!" "  x"
@@ -457,6 +471,14 @@ def test_a_per_call_model_goes_to_the_same_server(over_http):
     assert error.value.field == "model" and "another-id" in str(error.value)
     assert chat.invoke("hello", model="tiny-random").content == chat.invoke("hello").content
 
+
+def test_a_remote_engine_is_an_engine_client_counting_its_requests_in_flight(remote):
+    assert isinstance(remote, EngineClient)
+    assert remote.stats() == EngineStats(running=0, waiting=0, max_running=remote.max_running)
+    stream = remote.submit(messages=LONG_CHAT, params=SLOW)
+    assert remote.stats().running == 1  # counted from submit until its driver ends
+    stream.cancel()
+    _wait_for(lambda: remote.stats().running == 0)
 
 def test_a_closed_engine_refuses_new_requests(url):
     engine = RemoteEngine(url, api_key=KEY, model="tiny-random")

@@ -13,7 +13,9 @@ httpx = pytest.importorskip("httpx")
 
 from adapter_support import serving  # noqa: E402
 from diffgemma_adapters.server import create_app  # noqa: E402
+from diffgemma_adapters.server.metrics import ServerMetrics  # noqa: E402
 from diffgemma_engine import Engine, SamplingParams  # noqa: E402
+from diffgemma_engine.api.stats import EngineStats  # noqa: E402
 
 KEY = "test-key"
 
@@ -134,11 +136,11 @@ def test_a_disconnecting_client_cancels_its_generation(server):
             if line.startswith("data: ") and '"content"' in line and '"content": ""' not in line:
                 break
     deadline = time.monotonic() + 20
-    while ((metrics.value("diffgemma_cancelled_total") == before or engine.core.scheduler.running)
+    while ((metrics.value("diffgemma_cancelled_total") == before or engine.stats().running)
            and time.monotonic() < deadline):
         time.sleep(0.05)
     assert metrics.value("diffgemma_cancelled_total") > before
-    assert not engine.core.scheduler.running
+    assert not engine.stats().running
 
 
 def test_metrics_move(server, client):
@@ -152,6 +154,18 @@ def test_metrics_move(server, client):
     assert 'diffgemma_requests_total{method="POST",route="/v1/chat/completions",status="200"}' in after_text
     assert "diffgemma_queue_depth" in after_text
 
+
+
+def test_load_gauges_read_the_engines_public_stats():
+    class StubEngine:  # the two EngineClient members the gauges read
+        is_alive = False
+
+        def stats(self) -> EngineStats:
+            return EngineStats(running=3, waiting=2, max_running=4)
+
+    metrics = ServerMetrics(StubEngine())
+    assert (metrics.value("diffgemma_running"), metrics.value("diffgemma_queue_depth")) == (3, 2)
+    assert metrics.value("diffgemma_engine_alive") == 0
 
 def _metric(text: str, name: str) -> float:
     for line in text.splitlines():

@@ -100,16 +100,15 @@ def raw_request(port: int, body: bytes, path: str = "/v1/chat/completions") -> s
 def test_abandoned_non_streamed_requests_are_cancelled_and_bystanders_keep_their_latency(shared_engine):
     app = create_app(shared_engine)
     metrics = app.state.metrics
-    scheduler = shared_engine.core.scheduler
     with running(app) as (base, port, _):
         idle = fastest(small_completion(base))
         before = metrics.value("diffgemma_cancelled_total")
         abandoned = [raw_request(port, json.dumps({**LONG, "seed": seed}).encode()) for seed in (1, 2)]
-        assert wait_for(lambda: len(scheduler.running) >= 2), "the long requests never started"
+        assert wait_for(lambda: shared_engine.stats().running >= 2), "the long requests never started"
         busy = fastest(small_completion(base), tries=1)  # shares every step with two long requests
         for sock in abandoned:
             sock.close()
-        assert wait_for(lambda: not scheduler.running and not scheduler.waiting), "abandoned requests kept running"
+        assert wait_for(lambda: shared_engine.stats().running == shared_engine.stats().waiting == 0), "abandoned requests kept running"
         assert metrics.value("diffgemma_cancelled_total") - before == 2
         after = fastest(small_completion(base))
     print(f"abandoned: bystander busy/idle {busy / idle:.2f}, after/idle {after / idle:.2f}")
@@ -201,7 +200,6 @@ def test_the_metrics_stay_the_same_size_under_a_label_flood(shared_engine):
 
 def test_the_first_sigterm_cancels_in_flight_work_and_the_server_exits(shared_engine):
     app = create_app(shared_engine)
-    scheduler = shared_engine.core.scheduler
     answers: dict[str, object] = {}
     with running(app, shutdown_grace=30) as (base, port, server):
         def plain() -> None:
@@ -215,11 +213,11 @@ def test_the_first_sigterm_cancels_in_flight_work_and_the_server_exits(shared_en
         clients = [threading.Thread(target=plain), threading.Thread(target=streamed)]
         for thread in clients:
             thread.start()
-        assert wait_for(lambda: len(scheduler.running) >= 2)
+        assert wait_for(lambda: shared_engine.stats().running >= 2)
         server.handle_exit(signal.SIGTERM, None)
         for thread in clients:
             thread.join(60)
-        assert wait_for(lambda: not scheduler.running)
+        assert wait_for(lambda: shared_engine.stats().running == 0)
     plain_answer = answers["plain"]
     assert plain_answer.status_code == 503
     assert plain_answer.json()["error"]["code"] == "server_shutting_down"

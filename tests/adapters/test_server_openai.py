@@ -15,7 +15,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 from adapter_support import serving  # noqa: E402
 from diffgemma_adapters.formats import format_tool_call  # noqa: E402
 from diffgemma_adapters.server import create_app  # noqa: E402
-from diffgemma_adapters.server.openai_wire import ENGINE_FIELDS, NOT_OVER_HTTP, OPENAI_NAMED_ENGINE_FIELDS  # noqa: E402
+from diffgemma_adapters.server.openai_wire import OPENAI_NAMED_ENGINE_FIELDS  # noqa: E402
+from diffgemma_adapters.server.requests import ENGINE_FIELDS, NOT_OVER_HTTP  # noqa: E402
 from diffgemma_engine import SamplingParams  # noqa: E402
 
 WEATHER = {"type": "function", "function": {

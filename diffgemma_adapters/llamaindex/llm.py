@@ -1,6 +1,9 @@
-"""A LlamaIndex LLM backed by the shared in-process DiffusionGemma engine.
+"""The LlamaIndex LLM :class:`DiffusionGemma` (completion, chat, tools, structured output) and
+:class:`ChatTemplatePrompt`. Messages are converted in :mod:`.messages`, responses built in :mod:`.responses`.
 
-Install with the ``llamaindex`` extra: ``pip install "diffgemma-plugins[llamaindex]"``.
+This module is about 400 lines because ``DiffusionGemma`` is one class whose surface is LlamaIndex's
+(four completion and four chat entry points, tool calling, four structured-output entry points); each
+method is a few lines over the shared request and response helpers.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from llama_index.core.base.llms.types import (
     CompletionResponseGen,
     LLMMetadata,
     MessageRole,
-    TextBlock,
     ToolCallBlock,
 )
 from llama_index.core.constants import DEFAULT_NUM_OUTPUTS
@@ -34,22 +36,19 @@ from llama_index.core.prompts import PromptTemplate
 from llama_index.core.tools import ToolSelection
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from diffgemma_engine import BlockEvent, FinalEvent, GenerationResult, InvalidRequestError
-
-from .chat import TemplateRoles, Turn, normalize_messages
-from .formats import ToolCall, ToolCallAssembler
-from .request import PreparedRequest, prepare_request, result_view
-from .settings import GenerationSettings
+from ..chat import TemplateRoles, Turn, normalize_messages
+from ..request import PreparedRequest, prepare_request
+from ..settings import GenerationSettings
+from .messages import to_turns
+from .responses import Responses, astream_responses, stream_responses
 
 if TYPE_CHECKING:
     from llama_index.core.tools.types import BaseTool
 
 __all__ = ["ChatTemplatePrompt", "DiffusionGemma"]
 
-dispatcher = get_dispatcher(__name__)
+dispatcher = get_dispatcher("diffgemma_adapters.llamaindex")
 
-_TEXT_BLOCKS = frozenset({"text"})
-_SKIPPED_BLOCKS = frozenset({"thinking", "cache"})  # earlier reasoning and cache markers are not re-sent
 
 
 @dataclass(frozen=True)
@@ -64,7 +63,7 @@ class ChatTemplatePrompt:
     roles: TemplateRoles
 
     def __call__(self, messages: Sequence[ChatMessage]) -> str:
-        return self.engine.render_chat(normalize_messages(_to_turns(messages), self.roles))
+        return self.engine.render_chat(normalize_messages(to_turns(messages), self.roles))
 
     def completion(self, prompt: str, system_prompt: str | None = None) -> str:
         turns = [Turn("system", system_prompt)] if system_prompt else []
@@ -166,7 +165,7 @@ class DiffusionGemma(GenerationSettings, FunctionCallingLLM):
     def metadata(self) -> LLMMetadata:
         """Model facts for prompt sizing. ``num_output`` is at least one canvas: the engine needs room for it."""
         context_window = self.context_window or int(self.engine.context_length)
-        canvas = int(getattr(self.engine, "canvas_length", 0))
+        canvas = int(self.engine.canvas_length)
         num_output = max(self.max_tokens or DEFAULT_NUM_OUTPUTS, canvas)
         return LLMMetadata(
             context_window=context_window,
@@ -192,7 +191,7 @@ class DiffusionGemma(GenerationSettings, FunctionCallingLLM):
     def _chat_request(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> PreparedRequest:
         stop = kwargs.pop("stop", None)
         if kwargs.get("tools"):  # from _prepare_chat_with_tools: the shared request path renders the tools
-            return prepare_request(self, turns=_to_turns(messages), stop=stop, **kwargs)
+            return prepare_request(self, turns=to_turns(messages), stop=stop, **kwargs)
         kwargs.pop("tools", None)
         kwargs.pop("tool_choice", None)
         return prepare_request(self, prompt=self.messages_to_prompt(messages), stop=stop, **kwargs)
@@ -250,46 +249,46 @@ class DiffusionGemma(GenerationSettings, FunctionCallingLLM):
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         request = self._completion_request(prompt, formatted, kwargs)
-        return _Responses(request, chat=False).whole(request.run())
+        return Responses(request, chat=False).whole(request.run())
 
     @llm_completion_callback()
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         request = self._completion_request(prompt, formatted, kwargs)
-        return _Responses(request, chat=False).whole(await request.arun())
+        return Responses(request, chat=False).whole(await request.arun())
 
     @llm_completion_callback()
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
         request = self._completion_request(prompt, formatted, kwargs)
-        return _stream(_Responses(request, chat=False))
+        return stream_responses(Responses(request, chat=False))
 
     @llm_completion_callback()
     async def astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
         request = self._completion_request(prompt, formatted, kwargs)
-        return _astream(_Responses(request, chat=False))
+        return astream_responses(Responses(request, chat=False))
 
     # -- chat -----------------------------------------------------------------------------------------
 
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         request = self._chat_request(messages, kwargs)
-        return _Responses(request, chat=True).whole(request.run())
+        return Responses(request, chat=True).whole(request.run())
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         request = self._chat_request(messages, kwargs)
-        return _Responses(request, chat=True).whole(await request.arun())
+        return Responses(request, chat=True).whole(await request.arun())
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         request = self._chat_request(messages, kwargs)
-        return _stream(_Responses(request, chat=True))
+        return stream_responses(Responses(request, chat=True))
 
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
         request = self._chat_request(messages, kwargs)
-        return _astream(_Responses(request, chat=True))
+        return astream_responses(Responses(request, chat=True))
 
     # -- structured output ----------------------------------------------------------------------------
 
@@ -350,7 +349,7 @@ class DiffusionGemma(GenerationSettings, FunctionCallingLLM):
         block that parses, then the validated instance."""
         request = self._structured_request(output_cls, prompt, llm_kwargs, prompt_args)
         partial = _PartialObjects(output_cls)
-        for response in _stream(_Responses(request, chat=False)):
+        for response in stream_responses(Responses(request, chat=False)):
             if response.raw is not None:  # the closing response: the whole, validated output
                 yield _structured_output(output_cls, response.text)
             elif (obj := partial.parse(response.text)) is not None:
@@ -369,7 +368,7 @@ class DiffusionGemma(GenerationSettings, FunctionCallingLLM):
 
         async def generate() -> AsyncIterator[Any]:
             partial = _PartialObjects(output_cls)
-            async for response in _astream(_Responses(request, chat=False)):
+            async for response in astream_responses(Responses(request, chat=False)):
                 if response.raw is not None:
                     yield _structured_output(output_cls, response.text)
                 elif (obj := partial.parse(response.text)) is not None:
@@ -397,124 +396,3 @@ class _PartialObjects:
             return self.flexible.model_validate(parse_json_markdown(text))
         except (ValueError, ValidationError):
             return None
-
-
-# -- messages in ------------------------------------------------------------------------------------------
-
-
-def _to_turns(messages: Sequence[ChatMessage]) -> list[Turn]:
-    turns = []
-    for index, message in enumerate(messages):
-        texts: list[str] = []
-        calls: list[tuple[str, Any, str | None]] = []
-        for block in message.blocks:
-            kind = getattr(block, "block_type", None)
-            if kind in _TEXT_BLOCKS:
-                texts.append(block.text)
-            elif kind == "tool_call":
-                calls.append((block.tool_name, block.tool_kwargs, block.tool_call_id))
-            elif kind not in _SKIPPED_BLOCKS:
-                raise InvalidRequestError(f"messages[{index}]", f"the adapters take text only, got a {kind!r} block")
-        extra = message.additional_kwargs
-        for call in extra.get("tool_calls") or ():
-            function = call.get("function", call) if isinstance(call, dict) else {}
-            if function.get("name"):
-                calls.append((function["name"], _arguments(function.get("arguments")), call.get("id")))
-        role = message.role.value if isinstance(message.role, MessageRole) else str(message.role)
-        turns.append(
-            Turn(
-                role,
-                "\n".join(texts),
-                name=extra.get("name"),
-                tool_calls=tuple(calls),
-                tool_call_id=extra.get("tool_call_id"),
-            )
-        )
-    return turns
-
-
-def _arguments(arguments: Any) -> Any:
-    if isinstance(arguments, str):
-        try:
-            return parse_json_markdown(arguments)
-        except ValueError:
-            return {"arguments": arguments}
-    return arguments or {}
-
-
-# -- responses out ----------------------------------------------------------------------------------------
-
-
-def _raw(request: PreparedRequest, result: GenerationResult) -> dict[str, Any]:
-    return result_view(request.model_name, result)
-
-
-class _Responses:
-    """Builds one request's LlamaIndex responses (completion or chat), whole or streamed.
-
-    With tools, text goes through the request's tool assembler (the parser every path shares): visible text
-    streams as deltas, and the closing response carries the calls as ``ToolCallBlock``s (invalid ones in
-    ``additional_kwargs["invalid_tool_calls"]``)."""
-
-    def __init__(self, request: PreparedRequest, chat: bool) -> None:
-        self.request = request
-        self.chat = chat
-        self.text = ""
-        self.tools: ToolCallAssembler | None = request.tool_assembler()
-
-    def _response(
-        self, text: str, delta: str | None, raw: dict[str, Any] | None, calls: Sequence[ToolCall] = ()
-    ) -> CompletionResponse | ChatResponse:
-        if not self.chat:
-            return CompletionResponse(text=text, delta=delta, raw=raw)
-        blocks: list[Any] = [TextBlock(text=text)]
-        blocks += [ToolCallBlock(tool_call_id=c.id, tool_name=c.name, tool_kwargs=c.args) for c in calls if c.valid]
-        invalid = [{"id": c.id, "name": c.name, "args": c.raw_args, "error": c.error} for c in calls if not c.valid]
-        extra = {"invalid_tool_calls": invalid} if invalid else {}
-        message = ChatMessage(role=MessageRole.ASSISTANT, blocks=blocks, additional_kwargs=extra)
-        return ChatResponse(message=message, delta=delta, raw=raw)
-
-    def whole(self, result: GenerationResult) -> Any:
-        if self.tools is None:
-            return self._response(result.text, None, _raw(self.request, result))
-        text, calls = self.tools.finish(result.token_ids)
-        return self._response(text, None, _raw(self.request, result), calls)
-
-    def on_event(self, event: Any) -> Any | None:
-        if isinstance(event, BlockEvent):
-            delta = event.text if self.tools is None else self.tools.add_block(event.token_ids)
-            if not delta:
-                return None
-            self.text += delta
-            return self._response(self.text, delta, None)
-        if isinstance(event, FinalEvent):
-            calls: list[ToolCall] = []
-            delta = ""
-            if self.tools is not None:
-                delta, calls = self.tools.finish(event.result.token_ids)
-                self.text += delta
-            return self._response(self.text, delta, _raw(self.request, event.result), calls)
-        return None
-
-
-def _stream(responses: _Responses) -> Iterator[Any]:
-    """The request is submitted when iteration starts and cancelled when it stops, however it stops."""
-    handle = responses.request.submit()
-    try:
-        for event in handle:
-            response = responses.on_event(event)
-            if response is not None:
-                yield response
-    finally:
-        handle.cancel()
-
-
-async def _astream(responses: _Responses) -> AsyncIterator[Any]:
-    handle = responses.request.submit()
-    try:
-        async for event in handle:
-            response = responses.on_event(event)
-            if response is not None:
-                yield response
-    finally:
-        handle.cancel()
