@@ -28,15 +28,15 @@ from diffgemma_engine.api.validation import (
     Violation,
 )
 
-from .checker import Checker, ValidatorCheckerFactory, make_checker_factory
+from .checker import ValidatorChecker, ValidatorCheckerFactory, make_checker_factory
 from .errors import PluginContractError, PluginLoadError, ValidatorRegistrationError
 from .hookspecs import hookimpl, hookspec
 from .manager import PluginInfo, PluginManager, get_plugin_manager, list_plugins, make_plugin_manager
-from .registry import ValidationContext, ValidatorRegistrar, ValidatorRegistry
+from .validator_registry import ValidationContext, ValidatorRegistrar, ValidatorRegistry
 
 __all__ = [
     "BlockView",
-    "Checker",
+    "ValidatorChecker",
     "PluginContractError",
     "PluginInfo",
     "PluginLoadError",

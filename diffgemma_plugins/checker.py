@@ -2,13 +2,19 @@
 
 :func:`make_checker_factory` is what the engine loads through the ``diffgemma.checker_factory`` entry
 point: a :class:`ValidatorCheckerFactory` bound to the process-wide plugin manager. It turns a
-request's ``validators`` / ``validator_options`` into a :class:`Checker` (or raises
+request's ``validators`` / ``validator_options`` into a :class:`ValidatorChecker` (or raises
 ``InvalidRequestError`` before any compute); the checker runs the validators, keeps their cross-block
 state transactional, tells the observer hooks, and asks the policy hooks what to do with a failed block.
 
 The engine runs ``check`` and ``decide`` on a validation thread (one request's calls never overlap), and
-``on_commit`` / ``on_exhausted`` on its worker thread; :attr:`Checker.running_validator` names the validator
-running now, so a block check that runs over the engine's limit is reported against it.
+``on_commit`` / ``on_exhausted`` on its worker thread; :attr:`ValidatorChecker.running_validator` names the
+validator running now, so a block check that runs over the engine's limit is reported against it.
+
+The names: the engine declares two protocols, :class:`~diffgemma_engine.api.validation.BlockChecker` (checks
+one request's blocks) and :class:`~diffgemma_engine.api.validation.CheckerFactory` (builds a request's
+checker); this module implements them from the registered validators as :class:`ValidatorChecker` and
+:class:`ValidatorCheckerFactory`; :func:`make_checker_factory` builds the factory and is the target of the
+``diffgemma.checker_factory`` entry-point group.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from .errors import PluginContractError
 from .manager import PluginManager, get_plugin_manager
 from .options import FIELD, RequestOptions, parse_request_options
 from .policy import enforce_budget
-from .registry import RegisteredValidator, ValidationContext
+from .validator_registry import RegisteredValidator, ValidationContext
 
 SAMPLER_OVERRIDE_KEYS = frozenset(OVERRIDABLE_FIELDS)  # the engine's list: what SamplingParams.with_overrides takes
 CRASH_CODE = "validator_crashed"
@@ -88,7 +94,7 @@ class _Provisional:
     states: Mapping[str, dict[str, Any]]
 
 
-class Checker:
+class ValidatorChecker:
     """Checks the blocks of one request (implements the engine's ``BlockChecker`` protocol).
 
     ``check`` runs the selected validators in ``(stage, cost, name)`` order, each on a copy of its committed
@@ -259,13 +265,14 @@ def _check_overrides(decision: RepairDecision) -> None:
 
 
 class ValidatorCheckerFactory:
-    """Builds the :class:`Checker` of a request from the plugin manager's validators (a ``CheckerFactory``)."""
+    """Builds the :class:`ValidatorChecker` of a request from the plugin manager's validators (a
+    ``CheckerFactory``)."""
 
     def __init__(self, plugin_manager: PluginManager) -> None:
         self.plugin_manager = plugin_manager
         self._hooks = PluginHooks(plugin_manager)
 
-    def __call__(self, request: RequestInfo) -> Checker | None:
+    def __call__(self, request: RequestInfo) -> ValidatorChecker | None:
         registry = self.plugin_manager.validator_registry()
         selected = registry.select(request.validators)
         names = frozenset(v.name for v in selected)
@@ -273,7 +280,7 @@ class ValidatorCheckerFactory:
         if not selected:
             return None
         parsed = {v.name: _parse_options(v, options.per_validator.get(v.name, {})) for v in selected}
-        return Checker(request, selected, parsed, options, self._hooks)
+        return ValidatorChecker(request, selected, parsed, options, self._hooks)
 
 
 def _parse_options(validator: RegisteredValidator, options: Mapping[str, Any]) -> Any:

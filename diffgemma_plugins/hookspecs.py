@@ -29,7 +29,7 @@ if TYPE_CHECKING:
         ValidationReport,
     )
 
-    from .registry import ValidatorRegistrar
+    from .validator_registry import ValidatorRegistrar
 
 PROJECT_NAME = "diffgemma"
 
@@ -47,7 +47,7 @@ def diffgemma_register_validators(register: ValidatorRegistrar) -> None:
     Call ``register(validator)`` once per validator. A validator is any object with ``name: str`` and
     ``validate(block, ctx) -> Iterable[Violation] | None``; optional attributes are ``stage``,
     ``cost``, ``default_enabled``, ``scope``, ``parse_options`` and ``on_commit`` (see
-    :class:`~diffgemma_plugins.registry.ValidatorRegistrar`). Plain functions are accepted with
+    :class:`~diffgemma_plugins.validator_registry.ValidatorRegistrar`). Plain functions are accepted with
     ``register(fn, name="acme.thing")``.
 
     :param register: the registrar; raises

@@ -26,7 +26,7 @@ import pluggy
 from . import hookspecs
 from .errors import PluginLoadError, ValidatorRegistrationError
 from .hookspecs import PROJECT_NAME
-from .registry import ValidatorRegistry, collect_validators
+from .validator_registry import ValidatorRegistry, collect_validators
 
 ENTRY_POINT_GROUP = PROJECT_NAME
 DISTRIBUTION = "diffgemma-plugins"

@@ -13,7 +13,7 @@ from typing import Any
 
 from diffgemma_engine.api.validation import BlockView, RequestInfo, Violation
 
-from .registry import ValidationContext
+from .validator_registry import ValidationContext
 
 TOY_TOKEN = re.compile(r" ?\w+| ?[^\w\s]|\s+")
 DEFAULT_CANVAS = 256

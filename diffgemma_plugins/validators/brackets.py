@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from diffgemma_engine.api.validation import BlockView, Violation
 
-from ..registry import ValidationContext
+from ..validator_registry import ValidationContext
 from ._structure import BracketState, scan_brackets
 from ._text import token_span
 from .eos import EMOTICON_EYES

@@ -8,7 +8,7 @@ from typing import Any
 
 from diffgemma_engine.api.validation import BlockView, Severity, Violation
 
-from ..registry import ValidationContext
+from ..validator_registry import ValidationContext
 from ._text import merge_spans
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from diffgemma_engine.api.validation import BlockView, Severity, Violation
 
-from ..registry import ValidationContext
+from ..validator_registry import ValidationContext
 from ._text import token_span
 
 NEWLINE_FLOOD = re.compile(r"\n(?:[ \t]*\n){5,}")  # six or more line breaks with nothing between them

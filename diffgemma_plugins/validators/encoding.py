@@ -6,7 +6,7 @@ import re
 
 from diffgemma_engine.api.validation import BlockView, Violation
 
-from ..registry import ValidationContext
+from ..validator_registry import ValidationContext
 from ._text import merge_spans, token_span
 
 REPLACEMENT = "\ufffd"

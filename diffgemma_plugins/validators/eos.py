@@ -8,7 +8,7 @@ from typing import Any
 
 from diffgemma_engine.api.validation import BlockView, Violation
 
-from ..registry import ValidationContext
+from ..validator_registry import ValidationContext
 from ._structure import BracketState, JsonPrefixScanner, JsonState, scan_brackets
 
 JSON_OPENERS = ("{", "[", "```json")

@@ -9,7 +9,7 @@ from typing import Any
 
 from diffgemma_engine.api.validation import BlockView, Violation
 
-from ..registry import ValidationContext
+from ..validator_registry import ValidationContext
 from ._structure import JsonPrefixScanner, JsonState, strip_code_fence
 from ._text import token_span
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..hookspecs import hookimpl
-from ..registry import ValidatorRegistrar
+from ..validator_registry import ValidatorRegistrar
 from . import BUILTIN_VALIDATORS
 
 

@@ -18,7 +18,7 @@ import re2
 
 from diffgemma_engine.api.validation import BlockView, Violation
 
-from ..registry import ValidationContext
+from ..validator_registry import ValidationContext
 from ._text import merge_spans, token_span
 
 MODES = ("fullmatch", "search", "forbid")

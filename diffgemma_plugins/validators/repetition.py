@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from diffgemma_engine.api.validation import BlockView, Violation
 
-from ..registry import ValidationContext
+from ..validator_registry import ValidationContext
 from ._text import CodeRegions, fence_open_after, look_back, merge_spans, token_span
 
 WORD = re.compile(r"\w+(?:['’]\w+)*")

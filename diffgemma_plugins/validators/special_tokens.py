@@ -9,7 +9,7 @@ from typing import Any
 
 from diffgemma_engine.api.validation import BlockView, Severity, Violation
 
-from ..registry import ValidationContext
+from ..validator_registry import ValidationContext
 from ._text import CodeRegions, fence_open_after, merge_spans, token_span
 
 # Gemma-family control tokens as they decode: <pad>, <start_of_turn>, <unused12>, and the

@@ -6,7 +6,7 @@ import re
 
 from diffgemma_engine.api.validation import BlockView, Violation
 
-from ..registry import ValidationContext
+from ..validator_registry import ValidationContext
 from ._text import CodeRegions, fence_open_after, look_back, merge_spans, token_span
 
 # One to three words, then the same words again (case-insensitively), separated by spaces or tabs only.

@@ -8,7 +8,7 @@ from typing import Any
 
 from diffgemma_engine.api.validation import BlockView, Violation
 
-from ..registry import ValidationContext
+from ..validator_registry import ValidationContext
 from ._text import token_span
 from .gemma_syntax import CALL_OPEN, parse_value, value_prefix_end
 from .json_output import _schema_validator

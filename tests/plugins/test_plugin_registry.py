@@ -7,7 +7,7 @@ import pytest
 from diffgemma_engine.api.errors import InvalidRequestError
 from diffgemma_engine.api.validation import Violation
 from diffgemma_plugins import ValidatorRegistrar, ValidatorRegistrationError, hookimpl
-from diffgemma_plugins.registry import FunctionValidator
+from diffgemma_plugins.validator_registry import FunctionValidator
 
 
 class Named:

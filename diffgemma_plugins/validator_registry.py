@@ -18,7 +18,7 @@ A validator is a plain object::
         def on_commit(self, block, ctx):   # optional: update ctx.state once the block is committed
             ...
 
-Validators are run in ``(stage, cost, name)`` order by :class:`~diffgemma_plugins.checker.Checker`.
+Validators are run in ``(stage, cost, name)`` order by :class:`~diffgemma_plugins.checker.ValidatorChecker`.
 """
 
 from __future__ import annotations
