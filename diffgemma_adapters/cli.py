@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Any
 
-from diffgemma_engine import (
-    BlockEvent,
-    DiffGemmaError,
-    DraftEvent,
-    FinalEvent,
-    SamplingParams,
-    __version__,
-    get_engine,
-)
-from diffgemma_engine.tools.plan_report import add_plan_arguments, run_plan_command
+import diffgemma_engine
+from diffgemma_engine import BlockEvent, DiffGemmaError, DraftEvent, FinalEvent, SamplingParams, __version__
+from diffgemma_engine.api.errors import InvalidRequestError
+from diffgemma_engine.config import OFFLOAD_MODES, QUANTIZATION_MODES
+from diffgemma_engine.model.checkpoint import REAL_CHECKPOINT
+from diffgemma_engine.model.memory import CARD_SIZES_GB, DEFAULT_CONTEXT, DTYPE_BYTES
 from diffgemma_engine.model.registry import BUILTIN_MODELS, DEFAULT_MODEL
+
+# Nothing torch-backed is imported at module level: `diffgemma --help`, `diffgemma plugins` and argument errors
+# run without torch. The engine (diffgemma_engine.get_engine, loaded on first use), the planner and the
+# benchmark are imported by the commands that run them.
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -60,8 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     plugins.set_defaults(handler=_plugins)
 
     plan = commands.add_parser("plan", help="will a checkpoint fit a GPU? weights, KV cache and sampler memory")
-    add_plan_arguments(plan)
-    plan.set_defaults(handler=run_plan_command)
+    _add_plan_options(plan)
+    plan.set_defaults(handler=_plan)
 
     serve = commands.add_parser("serve", help="an OpenAI-compatible HTTP server over the shared engine")
     _add_engine_options(serve)
@@ -85,14 +87,51 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_plan_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--model", default=REAL_CHECKPOINT,
+                         help=f"checkpoint directory, config.json path, hub id or tiny-random "
+                              f"(default: {REAL_CHECKPOINT}, whose dimensions ship with diffgemma)")
+    command.add_argument("--quantization", default="none", choices=("none",) + QUANTIZATION_MODES,
+                         help="weight-only quantization to plan for")
+    command.add_argument("--dtype", default="bfloat16", choices=tuple(DTYPE_BYTES),
+                         help="compute dtype (unquantized weights, scales, KV cache)")
+    command.add_argument("--max-batch", type=int, default=1, help="requests denoised together")
+    command.add_argument("--context", type=int, default=None,
+                         help=f"tokens each request keeps in its KV cache, prompt + output (default: "
+                              f"{DEFAULT_CONTEXT} or the model's window if shorter)")
+    command.add_argument("--cards", default=",".join(str(size) for size in CARD_SIZES_GB),
+                         help="comma-separated card sizes in GB")
+    command.add_argument("--json", action="store_true", help="print the plan as JSON")
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from diffgemma_engine.model.planner import plan_memory
+    from diffgemma_engine.tools.plan_report import render_plan
+
+    try:
+        cards = tuple(float(size) for size in str(args.cards).split(",") if size.strip())
+    except ValueError as error:
+        raise InvalidRequestError("cards", f"must be comma-separated numbers: {error}") from error
+    plan = plan_memory(
+        args.model,
+        quantization=None if args.quantization == "none" else args.quantization,
+        dtype=args.dtype,
+        context=args.context,
+        max_batch=args.max_batch,
+        card_sizes_gb=cards,
+    )
+    print(json.dumps(asdict(plan), indent=2) if args.json else render_plan(plan))
+    return 0
+
+
 def _add_engine_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--model", default=DEFAULT_MODEL,
                          help=f"built-in name ({', '.join(BUILTIN_MODELS)}), checkpoint directory or hub id "
                               f"(default: {DEFAULT_MODEL})")
     command.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    command.add_argument("--quantization", default=None, choices=("int8", "int4"),
+    command.add_argument("--quantization", default=None, choices=QUANTIZATION_MODES,
                          help="weight-only quantization of the loaded model")
-    command.add_argument("--offload", default=None, choices=("experts",),
+    command.add_argument("--offload", default=None, choices=OFFLOAD_MODES,
                          help="keep the MoE experts in host memory and stream them to the GPU (cuda only)")
     command.add_argument("--max-running", type=int, default=None,
                          help="sequences denoised together (default: what fits the device, see `diffgemma plan`)")
@@ -125,7 +164,7 @@ def _params(args: argparse.Namespace, draft_events: bool = False) -> SamplingPar
 
 
 def _generate(args: argparse.Namespace) -> int:
-    engine = get_engine(args.model, **_engine_settings(args))
+    engine = diffgemma_engine.get_engine(args.model, **_engine_settings(args))
     params = _params(args, draft_events=args.show_denoising)
     request = {"prompt": args.prompt} if args.raw else {"messages": [{"role": "user", "content": args.prompt}]}
     view = _DenoisingView(sys.stdout) if args.show_denoising else None
@@ -150,7 +189,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _chat(args: argparse.Namespace) -> int:
-    engine = get_engine(args.model, **_engine_settings(args))
+    engine = diffgemma_engine.get_engine(args.model, **_engine_settings(args))
     params = _params(args)
     history: list[dict[str, str]] = []
     if args.system:

@@ -48,6 +48,22 @@ def test_plugins_and_the_remote_client_import_without_torch():
     assert completed.stdout.strip() == "none"
 
 
+@pytest.mark.parametrize("argv", [["--help"], ["plugins"], ["plan", "--help"]])
+def test_the_command_line_answers_help_and_plugins_without_torch(argv):
+    code = (
+        "import sys\n"
+        "from diffgemma_adapters.cli import main\n"
+        "try:\n"
+        f"    status = main({argv!r})\n"
+        "except SystemExit as exit:\n"
+        "    status = exit.code\n"
+        "print('torch' in sys.modules, 'transformers' in sys.modules, status, file=sys.stderr)\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert completed.stdout.strip(), completed.stderr  # the help text or the plugin list
+    assert completed.stderr.strip().splitlines()[-1] == "False False 0"
+
+
 def test_the_engine_still_loads_on_first_use():
     code = "import sys, diffgemma_engine; assert 'torch' not in sys.modules; diffgemma_engine.Engine; print('torch' in sys.modules)"
     completed = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)

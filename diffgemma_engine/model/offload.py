@@ -17,16 +17,9 @@ import torch
 
 from diffgemma_engine.api.errors import InvalidRequestError, ModelLoadError
 from diffgemma_engine.model.checkpoint import load_plan_config
-from diffgemma_engine.model.planner import (
-    HEADROOM_FIXED_BYTES,
-    MemoryPlan,
-    dtype_bytes,
-    format_bytes,
-    meta_model,
-    plan_memory,
-    request_bytes,
-    usable_bytes,
-)
+from diffgemma_engine.model.memory import HEADROOM_FIXED_BYTES
+from diffgemma_engine.model.planner import MemoryPlan, format_bytes, plan_memory, request_bytes, usable_bytes
+from diffgemma_engine.model.sizes import dtype_bytes, meta_model
 from diffgemma_engine.model.quantization import is_fused_experts, quantized_nbytes
 
 # -- expert offload ---------------------------------------------------------------------------------

@@ -17,15 +17,14 @@ reads only the model's ``config.json`` and, against the device's free memory:
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
 
 import torch
 
 from diffgemma_engine.api.errors import InvalidRequestError, ModelLoadError
 from diffgemma_engine.config import validate_offload
 from diffgemma_engine.model.offload import OffloadPlan, expert_offload_plan
+from diffgemma_engine.model.memory import DEFAULT_PREFIX_CACHE_BYTES
 from diffgemma_engine.model.planner import (
-    DEFAULT_PREFIX_CACHE_BYTES,
     MemoryPlan,
     default_prefix_cache_bytes,
     format_bytes,

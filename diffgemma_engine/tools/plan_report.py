@@ -1,28 +1,11 @@
-"""``diffgemma plan``: the memory plan as readable tables, and its command line."""
+"""``diffgemma plan``: the memory plan as readable tables (the command line itself is in ``diffgemma_adapters.cli``)."""
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from collections.abc import Sequence
-from dataclasses import asdict
 
-from diffgemma_engine.api.errors import DiffGemmaError, InvalidRequestError
-from diffgemma_engine.model.planner import (
-    DTYPE_BYTES,
-    CARD_SIZES_GB,
-    DEFAULT_CONTEXT,
-    GIB,
-    HEADROOM_FIXED_BYTES,
-    HEADROOM_FRACTION,
-    KV_COPIES_WHEN_BATCHED,
-    REAL_CHECKPOINT,
-    MemoryPlan,
-    format_bytes,
-    plan_memory,
-)
-from diffgemma_engine.config import QUANTIZATION_MODES
+from diffgemma_engine.model.memory import GIB, HEADROOM_FIXED_BYTES, HEADROOM_FRACTION, KV_COPIES_WHEN_BATCHED
+from diffgemma_engine.model.planner import MemoryPlan, format_bytes
 
 # -- rendering --------------------------------------------------------------------------------------
 
@@ -105,56 +88,3 @@ def _count(value: int) -> str:
     if value >= 1e6:
         return f"{value / 1e6:.2f} M"
     return f"{value:,}"
-
-
-# -- command line -----------------------------------------------------------------------------------
-
-def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``plan`` command's options to ``parser``."""
-    parser.add_argument("--model", default=REAL_CHECKPOINT,
-                        help=f"checkpoint directory, config.json path, hub id or tiny-random "
-                             f"(default: {REAL_CHECKPOINT}, whose dimensions ship with diffgemma)")
-    parser.add_argument("--quantization", default="none", choices=("none",) + QUANTIZATION_MODES,
-                        help="weight-only quantization to plan for")
-    parser.add_argument("--dtype", default="bfloat16", choices=tuple(DTYPE_BYTES),
-                        help="compute dtype (unquantized weights, scales, KV cache)")
-    parser.add_argument("--max-batch", type=int, default=1, help="requests denoised together")
-    parser.add_argument("--context", type=int, default=None,
-                        help=f"tokens each request keeps in its KV cache, prompt + output (default: "
-                             f"{DEFAULT_CONTEXT} or the model's window if shorter)")
-    parser.add_argument("--cards", default=",".join(str(size) for size in CARD_SIZES_GB),
-                        help="comma-separated card sizes in GB")
-    parser.add_argument("--json", action="store_true", help="print the plan as JSON")
-
-
-def run_plan_command(args: argparse.Namespace) -> int:
-    """Handle a parsed ``plan`` command: print the plan; returns the exit status."""
-    try:
-        cards = tuple(float(size) for size in str(args.cards).split(",") if size.strip())
-    except ValueError as error:
-        raise InvalidRequestError("cards", f"must be comma-separated numbers: {error}") from error
-    plan = plan_memory(
-        args.model,
-        quantization=None if args.quantization == "none" else args.quantization,
-        dtype=args.dtype,
-        context=args.context,
-        max_batch=args.max_batch,
-        card_sizes_gb=cards,
-    )
-    print(json.dumps(asdict(plan), indent=2) if args.json else render_plan(plan))
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m diffgemma_engine.tools.plan_report``: the ``plan`` command on its own."""
-    parser = argparse.ArgumentParser(prog="diffgemma plan", description="Plan DiffusionGemma's GPU memory.")
-    add_plan_arguments(parser)
-    try:
-        return run_plan_command(parser.parse_args(argv))
-    except DiffGemmaError as error:
-        print(f"diffgemma plan: error: {error}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

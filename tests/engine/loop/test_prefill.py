@@ -12,7 +12,8 @@ from diffgemma_engine import Engine, SamplingParams
 from diffgemma_engine.api.errors import InvalidRequestError
 from diffgemma_engine.model.placement import plan_placement
 from diffgemma_engine.model.checkpoint import REAL_CHECKPOINT
-from diffgemma_engine.model.planner import GIB, plan_memory, safe_max_running, safe_running_tokens
+from diffgemma_engine.model.memory import GIB
+from diffgemma_engine.model.planner import plan_memory, safe_max_running, safe_running_tokens
 from diffgemma_engine.loop.scheduler import Scheduler
 from diffgemma_engine.loop.sequence import SequenceStatus
 

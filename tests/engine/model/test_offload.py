@@ -30,7 +30,8 @@ from diffgemma_engine.model.placement import (
     DeviceMemoryError,
     plan_placement,
 )
-from diffgemma_engine.model.planner import GIB, plan_memory, safe_max_running
+from diffgemma_engine.model.memory import GIB
+from diffgemma_engine.model.planner import plan_memory, safe_max_running
 from diffgemma_engine.model.quantization import is_fused_experts, quantize_model
 
 pytest.importorskip("accelerate")

@@ -15,22 +15,18 @@ from diffgemma_engine.tools.benchmark import SIZES
 from diffgemma_engine.model.loader import load_model
 from diffgemma_engine.loop.model_runner import DenoiseRow, ModelRunner
 from diffgemma_engine.model.checkpoint import REAL_CHECKPOINT, REAL_CHECKPOINT_CONFIG, load_plan_config
-from diffgemma_engine.model.planner import (
+from diffgemma_engine.model.memory import (
     GIB,
     HEADROOM_FIXED_BYTES,
     HEADROOM_FRACTION,
     KV_COPIES_WHEN_BATCHED,
     SAMPLER_EXTRA_LOGITS_BUFFERS,
-    count_parameters,
-    kv_cache_size,
-    meta_model,
-    plan_memory,
-    safe_max_running,
-    usable_bytes,
-    weight_memory,
 )
+from diffgemma_engine.model.planner import plan_memory, safe_max_running, usable_bytes
+from diffgemma_engine.model.sizes import count_parameters, kv_cache_size, meta_model, weight_memory
 from diffgemma_engine.model.offload import OffloadImpossibleError, expert_offload_plan
-from diffgemma_engine.tools.plan_report import main, render_plan
+from diffgemma_adapters.cli import main as diffgemma
+from diffgemma_engine.tools.plan_report import render_plan
 from diffgemma_engine.model.quantization import held_parameter_bytes, quantize_model
 
 PUBLISHED_BF16_CHECKPOINT_BYTES = 51_647_701_024  # the published safetensors' total size
@@ -227,12 +223,12 @@ def test_render_plan_shows_the_groups_modes_and_verdicts():
 
 
 def test_command_line_prints_the_plan_and_json(capsys):
-    assert main(["--model", REAL_CHECKPOINT, "--quantization", "int4", "--max-batch", "4", "--context", "8192"]) == 0
+    assert diffgemma(["plan", "--model", REAL_CHECKPOINT, "--quantization", "int4", "--max-batch", "4", "--context", "8192"]) == 0
     assert "24 GB" in capsys.readouterr().out
-    assert main(["--model", "tiny-random", "--json", "--cards", "8,24"]) == 0
+    assert diffgemma(["plan", "--model", "tiny-random", "--json", "--cards", "8,24"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert [v["name"] for v in data["verdicts"]] == ["8 GB", "24 GB"]
-    assert main(["--model", "tiny-random", "--context", "0"]) == 1
+    assert diffgemma(["plan", "--model", "tiny-random", "--context", "0"]) == 1
     assert "context" in capsys.readouterr().err
 
 
