@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from diffgemma_engine.loop.sequence import Sequence, SequenceStatus
+from diffgemma_engine.loop.sequence import Sequence
 
 
 class Scheduler:
@@ -34,7 +34,6 @@ class Scheduler:
         admitted = []
         while self.waiting and len(self.running) < self.max_running and self._fits(self.waiting[0]):
             sequence = self.waiting.popleft()
-            sequence.status = SequenceStatus.RUNNING
             self.running.append(sequence)
             admitted.append(sequence)
         return admitted
@@ -52,7 +51,6 @@ class Scheduler:
         return [s for s in self.running if s.block is not None and not s.block.done]
 
     def remove(self, sequence: Sequence) -> None:
-        sequence.status = SequenceStatus.FINISHED
         sequence.release()
         if sequence in self.running:
             self.running.remove(sequence)

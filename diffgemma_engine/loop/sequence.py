@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import time
 from collections import deque
 from collections.abc import Callable
@@ -16,12 +15,6 @@ from diffgemma_engine.api.outputs import Event
 from diffgemma_engine.api.params import SamplingParams
 from diffgemma_engine.loop.sampler import RowSchedule
 from diffgemma_engine.api.validation import BlockChecker, BlockValidation, RepairAttempt
-
-
-class SequenceStatus(enum.Enum):
-    WAITING = "waiting"
-    RUNNING = "running"
-    FINISHED = "finished"
 
 
 @dataclass
@@ -70,7 +63,6 @@ class Sequence:
     emit: Callable[[Event | BaseException], None]
     checker: BlockChecker | None = None
     eos_ids: frozenset[int] = frozenset()
-    status: SequenceStatus = SequenceStatus.WAITING
     prefix: Prefix | None = None
     block: Block | None = None
     block_attempts: list[RepairAttempt] = field(default_factory=list)

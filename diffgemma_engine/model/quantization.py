@@ -22,6 +22,12 @@ shared the same way, so every tensor is held once.
 Forward passes dequantize on the fly: a :class:`QuantizedLinear` rebuilds its weight per call, and
 :class:`QuantizedExperts` rebuilds only the experts a batch routes to, one at a time, so no
 full-precision copy of the model is ever held.
+
+Why one module of ~500 lines: it is one storage format. The size arithmetic the planner uses
+(:func:`quantized_nbytes`), the modules that read the codes (:class:`QuantizedTensor` and its users), the
+in-place quantizer, the shard-by-shard streaming targets the loader fills and the row kernels that write
+the codes must agree bit for bit; split across files, a change to the layout would have to be made in
+several places at once.
 """
 
 from __future__ import annotations

@@ -15,7 +15,6 @@ from diffgemma_engine.model.checkpoint import REAL_CHECKPOINT
 from diffgemma_engine.model.memory import GIB
 from diffgemma_engine.model.planner import plan_memory, safe_max_running, safe_running_tokens
 from diffgemma_engine.loop.scheduler import Scheduler
-from diffgemma_engine.loop.sequence import SequenceStatus
 
 from test_parity import PROMPT, reference_tokens  # same directory (rootdir-relative imports)
 
@@ -65,7 +64,6 @@ def test_chunked_prefill_keeps_parity_with_model_generate(checkpoint_factory):
 @dataclass
 class _Request:
     budget_tokens: int
-    status: SequenceStatus = SequenceStatus.WAITING
     released: bool = False
 
     def release(self) -> None:
