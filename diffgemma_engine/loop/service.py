@@ -15,6 +15,7 @@ Everything that is not thread hand-off lives in the request path's own modules (
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import secrets
 import threading
@@ -92,6 +93,7 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._dead: EngineDeadError | None = None
         self._crash_streak = 0
+        self._held = 0
         self._closed = False
         self._checker_factory: CheckerFactory | None = None
         atexit.register(_shutdown_at_exit, weakref.ref(self))
@@ -172,6 +174,21 @@ class Engine:
             self._ensure_worker()
             self._wake.notify()
         return stream
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """Hold the worker between steps while the block runs: requests submitted inside it are taken up
+        together when it ends, so they start in the same step and are denoised as one batch (as far as
+        ``max_running`` allows). For batching tests and benchmarks; requests already running pause too.
+        """
+        with self._lock:
+            self._held += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held -= 1
+                self._wake.notify()
 
     def generate(self, prompt: str | None = None, params: SamplingParams | None = None, **kwargs: Any) -> GenerationResult:
         """Run one request to the end and return its result."""
@@ -330,8 +347,8 @@ class Engine:
     def _serve(self) -> None:
         while True:
             with self._lock:
-                while not (self._inbox or self._cancels or self._closed or self.core.ready):
-                    self._wake.wait(self.core.seconds_until_due())
+                while not self._closed and (self._held or not (self._inbox or self._cancels or self.core.ready)):
+                    self._wake.wait(None if self._held else self.core.seconds_until_due())
                 if self._closed:
                     return
                 inbox, self._inbox = self._inbox, []

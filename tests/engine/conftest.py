@@ -3,7 +3,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-import torch
 
 from diffgemma_engine.model import tiny_random
 
@@ -38,7 +37,7 @@ def run_batched():
 
 @pytest.fixture
 def core_engine():
-    """An engine whose worker thread is never started, for driving ``engine.core`` by hand."""
+    """A tiny-random engine for batching tests (see :func:`_run_batched`)."""
     from diffgemma_engine import Engine
 
     engine = Engine(model="tiny-random")
@@ -46,32 +45,18 @@ def core_engine():
     engine.shutdown()
 
 
-def _run_batched(engine, requests) -> list:
-    """Drive the engine core by hand so that every request is in the same batch from the first step.
+def _run_batched(engine, requests, timeout: float = 120) -> list:
+    """Submit every request while the engine is held (``Engine.hold``), so that all of them start in the
+    same step and are denoised in the same batch from the first step.
 
     ``requests``: (prompt, params) pairs. Returns each request's GenerationResult (or its exception).
-    The engine's worker thread must not be running (use the ``core_engine`` fixture).
     """
-    if engine._thread is not None:
-        raise RuntimeError("run_batched needs an engine whose worker thread never started")
-    from diffgemma_engine.api.outputs import FinalEvent
-
-    outcomes: dict[int, object] = {}
-
-    def sink(index):
-        def emit(item):
-            if isinstance(item, FinalEvent):
-                outcomes[index] = item.result
-            elif isinstance(item, BaseException):
-                outcomes[index] = item
-
-        return emit
-
-    for index, (prompt, params) in enumerate(requests):
-        sequence, _ = engine._prepare(prompt, params, None, None, None)
-        sequence.emit = sink(index)
-        engine.core.add(sequence)
-    with torch.inference_mode():
-        while engine.core.has_work:
-            engine.core.step()
-    return [outcomes[index] for index in range(len(requests))]
+    with engine.hold():
+        streams = [engine.submit(prompt, params) for prompt, params in requests]
+    outcomes: list = []
+    for stream in streams:
+        try:
+            outcomes.append(stream.result(timeout=timeout))
+        except Exception as error:  # noqa: BLE001 - the caller asserts on it
+            outcomes.append(error)
+    return outcomes

@@ -91,18 +91,22 @@ def test_admission_respects_the_token_budget_and_runs_an_oversized_request_alone
 
 
 def test_engine_admits_by_tokens_end_to_end():
-    engine = Engine(model="tiny-random", max_running_tokens=120)  # the worker thread is never started
+    engine = Engine(model="tiny-random", max_running_tokens=120)
+    batch_sizes: list[int] = []
+    denoise = engine.runner.denoise
+
+    def recording_denoise(rows):
+        batch_sizes.append(len(rows))
+        return denoise(rows)
+
+    engine.runner.denoise = recording_denoise
     try:
-        for index in range(3):  # 50 prompt + 40 new tokens each: one fits the budget at a time
-            sequence, _ = engine._prepare(None, SamplingParams(max_new_tokens=40, seed=index), None,
-                                          _ids(index, 50), None)  # fmt: skip
-            engine.core.add(sequence)
-        peak = 0
-        with torch.inference_mode():
-            while engine.core.has_work:
-                engine.core.step()
-                peak = max(peak, len(engine.core.scheduler.running))
-        assert peak == 1
+        with engine.hold():  # all three wait together: only the token budget keeps them apart
+            streams = [engine.submit(prompt_token_ids=_ids(index, 50), params=SamplingParams(max_new_tokens=40, seed=index))
+                       for index in range(3)]  # 50 prompt + 40 new tokens each: one fits the budget at a time
+        for stream in streams:
+            stream.result(timeout=120)
+        assert batch_sizes and max(batch_sizes) == 1
     finally:
         engine.shutdown()
 

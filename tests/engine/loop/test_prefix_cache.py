@@ -101,26 +101,16 @@ def test_batched_mix_of_cached_and_uncached_prompts(core_engine):
 
 
 def _run_ids(engine, requests):
-    """Every request in one batch from the first step (the worker thread stays off): token-id prompts."""
-    from diffgemma_engine.api.outputs import FinalEvent
-
-    outcomes: dict[int, object] = {}
-
-    def sink(index: int):
-        def emit(item) -> None:
-            if isinstance(item, (FinalEvent, BaseException)):
-                outcomes[index] = item.result if isinstance(item, FinalEvent) else item
-
-        return emit
-
-    for index, (ids, params) in enumerate(requests):
-        sequence, _ = engine._prepare(None, params, None, ids, None)
-        sequence.emit = sink(index)
-        engine.core.add(sequence)
-    with torch.inference_mode():
-        while engine.core.has_work:
-            engine.core.step()
-    return [outcomes[index] for index in range(len(requests))]
+    """Every request in one batch from the first step (``Engine.hold``): token-id prompts."""
+    with engine.hold():
+        streams = [engine.submit(prompt_token_ids=ids, params=params) for ids, params in requests]
+    outcomes: list = []
+    for stream in streams:
+        try:
+            outcomes.append(stream.result(timeout=120))
+        except Exception as error:  # noqa: BLE001 - the caller asserts on it
+            outcomes.append(error)
+    return outcomes
 
 
 def test_restored_cache_state_equals_computed_state_including_sliding_layers(engines):

@@ -23,7 +23,6 @@ from diffgemma_engine import (
     shutdown_engines,
 )
 from diffgemma_engine.api.errors import RequestFailedError, ValidatorTimeoutError, WorkerCrashedError
-from diffgemma_engine.api.outputs import FinalEvent
 from diffgemma_engine.loop.service import MAX_WORKER_CRASHES
 from diffgemma_engine.api.validation import RepairAction, RepairDecision, ValidationReport
 
@@ -86,31 +85,34 @@ def test_many_threads_and_an_event_loop_each_get_their_solo_result(tiny_engine):
     assert identical >= count - 5, f"only {identical}/{count} requests matched their solo result"
 
 
-def test_a_new_request_starts_denoising_in_the_step_it_is_prefilled(core_engine):
+def test_a_new_request_starts_denoising_in_the_step_it_is_prefilled(core_engine, monkeypatch):
     engine = core_engine
-    steps_seen: dict[str, int] = {}
-    long = [("busy", SamplingParams(max_new_tokens=64, seed=i, ignore_eos=True, max_denoising_steps=8))
-            for i in range(8)]
-    sequences = []
-    import torch
+    calls: list[tuple] = []  # ("prefill", prompt ids, prefix) and ("denoise", the rows' prefixes), in order
+    prefill, denoise = engine.runner.prefill, engine.runner.denoise
 
-    for prompt, params in long:
-        sequence, _ = engine._prepare(prompt, params, None, None, None)
-        sequence.emit = lambda item: None
-        engine.core.add(sequence)
-        sequences.append(sequence)
-    with torch.inference_mode():
-        for _ in range(3):
-            engine.core.step()
-        late, _ = engine._prepare("late", SamplingParams(max_new_tokens=8, seed=0), None, None, None)
-        late.emit = lambda item: None
-        engine.core.add(late)
-        before = engine.core.steps
-        engine.core.step()
-        steps_seen["late"] = late.denoising_steps
-    assert engine.core.steps == before + 1
-    assert late.prefix is not None and steps_seen["late"] == 1
-    assert all(s.denoising_steps == 4 for s in sequences)
+    def recording_prefill(prompt_ids):
+        prefix = prefill(prompt_ids)
+        calls.append(("prefill", list(prompt_ids), prefix))
+        return prefix
+
+    def recording_denoise(rows):
+        calls.append(("denoise", [row.prefix for row in rows]))
+        return denoise(rows)
+
+    monkeypatch.setattr(engine.runner, "prefill", recording_prefill)
+    monkeypatch.setattr(engine.runner, "denoise", recording_denoise)
+    long = [engine.submit("busy", SamplingParams(max_new_tokens=64, seed=i, ignore_eos=True, max_denoising_steps=8))
+            for i in range(8)]
+    _wait_until(lambda: sum(call[0] == "denoise" for call in calls) >= 3)
+    late_ids = [7, 8, 9, 10, 11]
+    engine.generate(prompt_token_ids=late_ids, params=SamplingParams(max_new_tokens=8, seed=0))
+    for stream in long:
+        stream.cancel()
+    at = next(index for index, call in enumerate(calls) if call[0] == "prefill" and call[1] == late_ids)
+    late_prefix = calls[at][2]
+    step_forward = next(call for call in calls[at + 1:] if call[0] == "denoise")  # the same step's forward
+    assert any(prefix is late_prefix for prefix in step_forward[1])
+    assert len(step_forward[1]) == 9  # the late request joined the 8 running ones
 
 
 @pytest.mark.parametrize("how", ["break", "cancel", "aclose", "task_cancel"])
@@ -147,7 +149,7 @@ def test_cancelling_frees_the_slot(how):
                     await task
 
         asyncio.run(consume())
-    _wait_until(lambda: not engine.core.scheduler.running)
+    _wait_until(lambda: engine.stats().running == 0)
     quick = engine.generate("next", SamplingParams(max_new_tokens=4, seed=1, max_denoising_steps=2))
     assert quick.usage.completion_tokens <= 4
     engine.shutdown()
@@ -173,21 +175,23 @@ def test_timeout_fails_that_request_only(tiny_engine):
     assert fine.result(timeout=30).usage.completion_tokens <= 16
 
 
-def test_a_request_whose_processing_raises_fails_alone(tiny_engine, monkeypatch):
-    settle = tiny_engine.core.settler.settle
-
-    def flaky_settle(sequence):
-        if sequence.request_id == "poisoned":
+def test_a_request_whose_processing_raises_fails_alone():
+    class CommitFails(_Checker):
+        def on_commit(self, view, report):
             raise RuntimeError("boom in one request")
-        return settle(sequence)
 
-    monkeypatch.setattr(tiny_engine.core.settler, "settle", flaky_settle)
-    poisoned = tiny_engine.submit("bad", SamplingParams(max_new_tokens=8, seed=0), request_id="poisoned")
-    others = [tiny_engine.submit(f"ok {i}", SamplingParams(max_new_tokens=8, seed=i)) for i in range(3)]
-    with pytest.raises(RequestFailedError, match="boom in one request") as raised:
-        poisoned.result(timeout=30)
-    assert raised.value.request_id == "poisoned" and isinstance(raised.value.__cause__, RuntimeError)
-    assert all(h.result(timeout=30).usage.completion_tokens <= 8 for h in others)
+    engine = Engine(model="tiny-random")
+    engine.use_checker_factory(lambda info: CommitFails(lambda view: None))  # only requests with validators
+    try:
+        poisoned = engine.submit("bad", SamplingParams(max_new_tokens=8, seed=0, validators=("any",)),
+                                 request_id="poisoned")
+        others = [engine.submit(f"ok {i}", SamplingParams(max_new_tokens=8, seed=i)) for i in range(3)]
+        with pytest.raises(RequestFailedError, match="boom in one request") as raised:
+            poisoned.result(timeout=30)
+        assert raised.value.request_id == "poisoned" and isinstance(raised.value.__cause__, RuntimeError)
+        assert all(h.result(timeout=30).usage.completion_tokens <= 8 for h in others)
+    finally:
+        engine.shutdown()
 
 
 def test_a_worker_crash_fails_the_requests_in_flight_and_the_worker_restarts(monkeypatch):
@@ -378,54 +382,37 @@ def test_a_crashing_block_check_fails_its_request_with_a_typed_error():
 # -- a failed batch -------------------------------------------------------------------------------------
 
 
-def _drive(engine: Engine, prompts: list[str], params: SamplingParams) -> tuple[list, list]:
-    """Run ``prompts`` in one batch by hand (no worker thread); returns their sequences and outcomes."""
-    import torch
-
-    outcomes: list = [None] * len(prompts)
-    sequences = []
-    for index, prompt in enumerate(prompts):
-        sequence, _ = engine._prepare(prompt, params, None, None, None)
-
-        def emit(item, index=index):
-            if isinstance(item, (FinalEvent, BaseException)):
-                outcomes[index] = item.result if isinstance(item, FinalEvent) else item
-
-        sequence.emit = emit
-        engine.core.add(sequence)
-        sequences.append(sequence)
-    with torch.inference_mode():
-        while engine.core.has_work:
-            engine.core.step()
-    return sequences, outcomes
+def _drive(engine: Engine, prompts: list[list[int]], params: SamplingParams) -> tuple[list, list]:
+    """Run ``prompts`` (token ids) as one batch from the first step (``Engine.hold``); returns their streams
+    and outcomes."""
+    with engine.hold():
+        streams = [engine.submit(prompt_token_ids=prompt, params=params) for prompt in prompts]
+    outcomes: list = []
+    for stream in streams:
+        try:
+            outcomes.append(stream.result(timeout=120))
+        except Exception as error:  # noqa: BLE001 - asserted on below
+            outcomes.append(error)
+    return streams, outcomes
 
 
 def test_a_failing_batch_fails_only_the_row_that_fails_alone(core_engine, monkeypatch):
     engine = core_engine
     denoise = engine.runner.denoise
-    poisoned: list = []
+    first, poisoned, third = [5, 6, 7], [8, 9, 10, 11], [12, 13, 14]
     batch_sizes: list[int] = []
 
     def denoise_failing_on_the_poisoned_row(rows):
         batch_sizes.append(len(rows))
-        if poisoned and any(row.prefix is poisoned[0].prefix for row in rows):
+        if any(row.prefix.token_ids[:len(poisoned)] == poisoned for row in rows):
             raise RuntimeError("NaN in the poisoned row")
         return denoise(rows)
 
     monkeypatch.setattr(engine.runner, "denoise", denoise_failing_on_the_poisoned_row)
     params = SamplingParams(max_new_tokens=64, seed=0, ignore_eos=True, max_denoising_steps=4)
-    original_prepare = engine._prepare
-
-    def prepare_marking_the_poisoned(prompt, *args):
-        sequence, stream = original_prepare(prompt, *args)
-        if prompt == "poisoned":
-            poisoned.append(sequence)
-        return sequence, stream
-
-    monkeypatch.setattr(engine, "_prepare", prepare_marking_the_poisoned)
-    _, outcomes = _drive(engine, ["first", "poisoned", "third"], params)
+    streams, outcomes = _drive(engine, [first, poisoned, third], params)
     assert isinstance(outcomes[1], RequestFailedError) and "NaN in the poisoned row" in str(outcomes[1])
-    assert isinstance(outcomes[1].__cause__, RuntimeError) and outcomes[1].request_id == poisoned[0].request_id
+    assert isinstance(outcomes[1].__cause__, RuntimeError) and outcomes[1].request_id == streams[1].request_id
     assert [outcome.usage.completion_tokens for outcome in (outcomes[0], outcomes[2])] == [64, 64]
     assert batch_sizes[:4] == [3, 1, 1, 1]  # the batch, then each row alone; then the two survivors together
     assert set(batch_sizes[4:]) == {2}
@@ -444,7 +431,7 @@ def test_a_batch_that_fails_only_together_fails_nobody(core_engine, monkeypatch)
 
     monkeypatch.setattr(engine.runner, "denoise", denoise_failing_once_for_a_batch)
     params = SamplingParams(max_new_tokens=32, seed=0, ignore_eos=True, max_denoising_steps=4)
-    _, outcomes = _drive(engine, ["one", "two"], params)
+    _, outcomes = _drive(engine, [[5, 6, 7], [8, 9, 10]], params)
     assert [outcome.usage.completion_tokens for outcome in outcomes] == [32, 32]
     assert calls[:3] == [2, 1, 1]
 
