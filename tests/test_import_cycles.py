@@ -16,16 +16,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("diffgemma_engine", "diffgemma_plugins", "diffgemma_adapters")
 
 
-def project_modules() -> dict[str, str]:
-    """Dotted module name -> file path, for every module of the project's packages."""
+def project_modules(root: str = ROOT, packages: tuple[str, ...] = PACKAGES) -> dict[str, str]:
+    """Dotted module name -> file path, for every module of ``packages`` under ``root``."""
     modules = {}
-    for package in PACKAGES:
-        for directory, _, files in os.walk(os.path.join(ROOT, package)):
+    for package in packages:
+        for directory, _, files in os.walk(os.path.join(root, package)):
             for file in files:
                 if not file.endswith(".py"):
                     continue
                 path = os.path.join(directory, file)
-                parts = os.path.relpath(path, ROOT)[: -len(".py")].split(os.sep)
+                parts = os.path.relpath(path, root)[: -len(".py")].split(os.sep)
                 if parts[-1] == "__init__":
                     parts = parts[:-1]
                 modules[".".join(parts)] = path
@@ -119,9 +119,17 @@ def test_the_graph_sees_the_projects_modules_and_their_imports():
     assert "diffgemma_engine.loop.scheduler" in graph["diffgemma_engine.loop.core"]
 
 
-def test_find_cycles_reports_a_cycle_closed_inside_a_function(tmp_path):
-    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
-    assert find_cycles(graph) == [["a", "b", "c"]]
+def test_a_cycle_closed_by_a_function_level_import_is_found_and_type_checking_imports_are_not(tmp_path):
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("from pkg import b\n")
+    (package / "b.py").write_text("def later():\n    from . import c\n")
+    (package / "c.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg import d\nimport pkg.a\n")
+    (package / "d.py").write_text("from pkg.c import name\n")
+    graph = import_graph(project_modules(str(tmp_path), ("pkg",)))
+    assert graph["pkg.b"] == {"pkg.c"} and graph["pkg.c"] == {"pkg.a"} and graph["pkg.d"] == {"pkg.c"}
+    assert find_cycles(graph) == [["pkg.a", "pkg.b", "pkg.c"]]
 
 
 def test_project_modules_import_each_other_without_cycles():
