@@ -45,6 +45,20 @@ def test_batch_really_mixes_prefix_lengths_and_step_counts(core_engine, run_batc
     assert len(steps) > 2
 
 
+def test_requests_submitted_inside_hold_start_as_one_batch(core_engine, run_batched, monkeypatch):
+    batch_sizes: list[int] = []
+    denoise = core_engine.runner.denoise
+
+    def recording_denoise(rows):
+        batch_sizes.append(len(rows))
+        return denoise(rows)
+
+    monkeypatch.setattr(core_engine.runner, "denoise", recording_denoise)
+    outcomes = run_batched(core_engine, REQUESTS)
+    assert all(not isinstance(outcome, BaseException) for outcome in outcomes)
+    assert batch_sizes[0] == len(REQUESTS)
+
+
 def test_same_seed_same_output_different_seed_different_output(tiny_engine):
     first = tiny_engine.generate("seeded", SamplingParams(max_new_tokens=32, seed=11))
     again = tiny_engine.generate("seeded", SamplingParams(max_new_tokens=32, seed=11))
