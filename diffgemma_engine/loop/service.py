@@ -5,7 +5,7 @@ Callers ``submit`` requests from any thread or event loop and consume a
 :class:`~diffgemma_engine.api.stream.RequestStream`; the worker thread owns all model work and runs
 ``EngineCore.step()`` while there is work.
 
-Why one module of ~430 lines: :class:`Engine` is the only object that touches both the callers' threads
+Why one module of ~450 lines: :class:`Engine` is the only object that touches both the callers' threads
 and the worker thread, and its lock, inbox, cancellation and crash handling only make sense together;
 the per-model registry (:func:`get_engine`) stays beside it because ``Engine.for_model`` uses it.
 Everything that is not thread hand-off lives in the request path's own modules (``core``, ``settle``,
