@@ -140,6 +140,17 @@ def text_only_class() -> type:
                 super().__init__(config)
                 drop_vision(self)
 
+            # transformers decides whether a class may pick its attention and experts kernels by reading the
+            # source of the module that defines it; this subclass lives here, so it answers for the original
+            # class (otherwise it falls back to eager experts, or refuses a config that asks for grouped_mm)
+            @classmethod
+            def _can_set_attn_implementation(cls) -> bool:
+                return DiffusionGemmaForBlockDiffusion._can_set_attn_implementation()
+
+            @classmethod
+            def _can_set_experts_implementation(cls) -> bool:
+                return DiffusionGemmaForBlockDiffusion._can_set_experts_implementation()
+
         _TEXT_ONLY_CLASS = TextOnlyDiffusionGemma
     return _TEXT_ONLY_CLASS
 

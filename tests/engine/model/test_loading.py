@@ -70,3 +70,26 @@ def test_the_shipped_demo_checkpoint_loads_through_its_directory_and_generates()
     # a trained model answers and ends its turn (random weights would run to the length cap)
     assert result.finish_reason == "stop"
     assert result.text.strip()
+
+
+def test_a_checkpoint_then_tiny_random_load_in_one_process_with_transformers_kernel_choices(checkpoint_factory):
+    # transformers decides which experts kernel a class may use from the source of the module defining it;
+    # the text-only class must answer like DiffusionGemmaForBlockDiffusion, whichever model loads first
+    import subprocess
+    import sys
+    import textwrap
+
+    directory = checkpoint_factory()
+    script = textwrap.dedent(f"""
+        import torch
+        from transformers import DiffusionGemmaForBlockDiffusion
+        from diffgemma_engine import Engine, SamplingParams
+        first = Engine(model={directory!r})
+        second = Engine(model="tiny-random")
+        reference = DiffusionGemmaForBlockDiffusion.from_pretrained({directory!r}, dtype=torch.float32)
+        assert first.loaded.model.config._experts_implementation == reference.config._experts_implementation
+        print(second.generate("hi", SamplingParams(max_new_tokens=4, seed=0)).usage.completion_tokens)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "4"
