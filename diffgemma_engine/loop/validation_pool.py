@@ -42,7 +42,7 @@ class ValidationJob:
 
     @property
     def running_validator(self) -> str | None:
-        """The validator the checker is running now, if it says (``Checker.running_validator``)."""
+        """The validator the checker is running now, if it says (``ValidatorChecker.running_validator``)."""
         return getattr(self.checker, "running_validator", None)
 
 

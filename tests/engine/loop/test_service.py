@@ -259,9 +259,10 @@ def test_the_interpreter_exits_cleanly_with_requests_in_flight():
         "hs = [e.submit('x', forever) for _ in range(4)]\n"
         "print('done', flush=True)\n"
     )
-    # Exiting cancels the work in flight instead of waiting for it (it would never end); a hang is bounded
-    # by the subprocess timeout. Start-up dominates both runs, so they take about as long.
-    assert in_flight < 2.0 * idle, f"exit with requests in flight took {in_flight:.1f}s vs {idle:.1f}s idle"
+    # Exiting cancels the work in flight instead of waiting for it (it would take hours); a hang is bounded
+    # by the subprocess timeout. Start-up dominates both runs, so they take about as long; the bound leaves
+    # room for a loaded machine slowing one run and not the other (seen: 2.1x once at a load of 9 on 2 cores).
+    assert in_flight < 4.0 * idle, f"exit with requests in flight took {in_flight:.1f}s vs {idle:.1f}s idle"
 
 
 # -- block checks off the worker thread ---------------------------------------------------------------
