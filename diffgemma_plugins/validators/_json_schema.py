@@ -225,28 +225,21 @@ def _check_references(schema: Any, validator_class: Any, own: set[int]) -> None:
 
 def _children(node: Mapping[str, Any], where: str) -> Iterator[tuple[Any, bool, str]]:
     """``(subschema, descends, path)`` for the subschemas directly under ``node``."""
-    for keyword in IN_PLACE_SINGLE:
-        if keyword in node:
-            yield node[keyword], False, f"{where}/{keyword}"
-    for keyword in IN_PLACE_LISTS:
-        if isinstance(node.get(keyword), list):
-            for index, child in enumerate(node[keyword]):
-                yield child, False, f"{where}/{keyword}/{index}"
-    for keyword in IN_PLACE_MAPS:
-        if isinstance(node.get(keyword), Mapping):
-            for key, child in node[keyword].items():
-                yield child, False, f"{where}/{keyword}/{key}"
-    for keyword in DESCENDING_SINGLE:
-        if isinstance(node.get(keyword), Mapping):
-            yield node[keyword], True, f"{where}/{keyword}"
-    for keyword in DESCENDING_LISTS:
-        if isinstance(node.get(keyword), list):
-            for index, child in enumerate(node[keyword]):
-                yield child, True, f"{where}/{keyword}/{index}"
-    for keyword in DESCENDING_MAPS:
-        if isinstance(node.get(keyword), Mapping):
-            for key, child in node[keyword].items():
-                yield child, True, f"{where}/{keyword}/{key}"
+    groups = ((IN_PLACE_SINGLE, IN_PLACE_LISTS, IN_PLACE_MAPS, False),
+              (DESCENDING_SINGLE, DESCENDING_LISTS, DESCENDING_MAPS, True))
+    for singles, lists, maps, descends in groups:
+        for keyword in singles:
+            # a descending keyword may also hold a list ("items"): that form is read with the lists
+            if keyword in node and (not descends or isinstance(node[keyword], Mapping)):
+                yield node[keyword], descends, f"{where}/{keyword}"
+        for keyword in lists:
+            if isinstance(node.get(keyword), list):
+                for index, child in enumerate(node[keyword]):
+                    yield child, descends, f"{where}/{keyword}/{index}"
+        for keyword in maps:
+            if isinstance(node.get(keyword), Mapping):
+                for key, child in node[keyword].items():
+                    yield child, descends, f"{where}/{keyword}/{key}"
 
 
 def _in_place_cycle(edges: Mapping[int, list[int]]) -> int | None:
