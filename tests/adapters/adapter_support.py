@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -91,3 +91,38 @@ def serving(app: Any) -> Iterator[str]:
     finally:
         instance.should_exit = True
         thread.join(10)
+
+
+class RejectBlocks:
+    """A test validator: fails the ``(block index, attempt)`` pairs named in its ``fail`` option and records
+    every view it sees."""
+
+    name = "test.reject"
+    default_enabled = False
+
+    def __init__(self) -> None:
+        self.seen: list[Any] = []
+
+    def parse_options(self, options: Mapping[str, Any]) -> frozenset[tuple[int, int]]:
+        return frozenset((int(index), int(attempt)) for index, attempt in options.get("fail", ()))
+
+    def validate(self, block, ctx):
+        from diffgemma_plugins import Violation
+
+        self.seen.append(block)
+        if (block.index, block.attempt) in ctx.options:
+            yield Violation(self.name, "rejected", "rejected by the test", spans=((0, len(block.token_ids)),))
+
+
+def checker_factory_for(validator: Any):
+    """A checker factory from a plugin manager of its own that registers only ``validator`` (and the built-ins)."""
+    from diffgemma_plugins import hookimpl, make_checker_factory, make_plugin_manager
+
+    class Plugin:
+        @hookimpl
+        def diffgemma_register_validators(self, register):
+            register(validator)
+
+    manager = make_plugin_manager(autoload=False)
+    manager.register(Plugin(), name=f"test-{validator.name}")
+    return make_checker_factory(manager)

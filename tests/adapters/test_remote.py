@@ -9,7 +9,6 @@ import dataclasses
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -34,7 +33,7 @@ from diffgemma_adapters.remote import (  # noqa: E402
     map_api_error,
     text_pieces,
 )
-from adapter_support import RecordingEngine, free_port, serving  # noqa: E402
+from adapter_support import RecordingEngine, RejectBlocks, checker_factory_for, free_port, serving  # noqa: E402
 from diffgemma_adapters.server import create_app  # noqa: E402
 from diffgemma_engine import (  # noqa: E402
     BlockEvent,
@@ -49,7 +48,6 @@ from diffgemma_engine import (  # noqa: E402
     get_engine,
 )
 from diffgemma_engine.api.client import EngineClient, EngineStats  # noqa: E402
-from diffgemma_plugins import Violation, hookimpl, make_checker_factory, make_plugin_manager  # noqa: E402
 
 KEY = "remote-test-key"
 CANVAS = 32  # tiny-random's canvas length
@@ -92,33 +90,6 @@ def _cancelled_total(server) -> float:
 # -- a test validator in its own plugin manager -------------------------------------------------------------
 
 
-class RejectBlocks:
-    """Fails the ``(block index, attempt)`` pairs named in its ``fail`` option; records every view it sees."""
-
-    name = "test.reject"
-    default_enabled = False
-
-    def __init__(self) -> None:
-        self.seen: list[Any] = []
-
-    def parse_options(self, options: Mapping[str, Any]) -> frozenset[tuple[int, int]]:
-        return frozenset((int(index), int(attempt)) for index, attempt in options.get("fail", ()))
-
-    def validate(self, block, ctx):
-        self.seen.append(block)
-        if (block.index, block.attempt) in ctx.options:
-            yield Violation(self.name, "rejected", "rejected by the test", spans=((0, len(block.token_ids)),))
-
-
-class _Plugin:
-    def __init__(self, validator: RejectBlocks) -> None:
-        self.validator = validator
-
-    @hookimpl
-    def diffgemma_register_validators(self, register):
-        register(self.validator)
-
-
 @pytest.fixture
 def reject() -> RejectBlocks:
     return RejectBlocks()
@@ -126,9 +97,7 @@ def reject() -> RejectBlocks:
 
 @pytest.fixture
 def remote(url, reject):
-    manager = make_plugin_manager(autoload=False)
-    manager.register(_Plugin(reject), name="test-reject")
-    engine = RemoteEngine(url, api_key=KEY, canvas_length=CANVAS, checker_factory=make_checker_factory(manager))
+    engine = RemoteEngine(url, api_key=KEY, canvas_length=CANVAS, checker_factory=checker_factory_for(reject))
     yield engine
     engine.close()
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ pytest.importorskip("openai")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-from adapter_support import free_port, serving  # noqa: E402
+from adapter_support import RejectBlocks, checker_factory_for, free_port, serving  # noqa: E402
 from vllm_double import Fault, VLLMDouble, chat_prompt  # noqa: E402
 
 from diffgemma_adapters.remote import (  # noqa: E402
@@ -33,7 +32,6 @@ from diffgemma_adapters.remote import (  # noqa: E402
 from diffgemma_engine.api.errors import InvalidRequestError  # noqa: E402
 from diffgemma_engine.api.outputs import BlockEvent, FinalEvent  # noqa: E402
 from diffgemma_engine.api.params import SamplingParams  # noqa: E402
-from diffgemma_plugins import Violation, hookimpl, make_checker_factory, make_plugin_manager  # noqa: E402
 
 CANVAS = 8
 CHAT = [{"role": "user", "content": "hello"}]
@@ -59,46 +57,21 @@ def url(served) -> str:
     return served[1]
 
 
-class RecordBlocks:
-    """Records every view; fails the ``(block index, attempt)`` pairs named in its ``fail`` option."""
-
-    name = "test.vllm_blocks"
-    default_enabled = False
-
-    def __init__(self) -> None:
-        self.seen: list[Any] = []
-
-    def parse_options(self, options: Mapping[str, Any]) -> frozenset[tuple[int, int]]:
-        return frozenset((int(index), int(attempt)) for index, attempt in options.get("fail", ()))
-
-    def validate(self, block, ctx):
-        self.seen.append(block)
-        if (block.index, block.attempt) in ctx.options:
-            yield Violation(self.name, "rejected", "rejected by the test", spans=((0, len(block.token_ids)),))
-
-
 @pytest.fixture
-def recorder() -> RecordBlocks:
-    return RecordBlocks()
+def recorder() -> RejectBlocks:
+    return RejectBlocks()
 
 
 @pytest.fixture
 def remote(url, recorder):
-    class Plugin:
-        @hookimpl
-        def diffgemma_register_validators(self, register):
-            register(recorder)
-
-    manager = make_plugin_manager(autoload=False)
-    manager.register(Plugin(), name="test-vllm-blocks")
-    engine = RemoteEngine(url, canvas_length=CANVAS, checker_factory=make_checker_factory(manager), max_retries=0)
+    engine = RemoteEngine(url, canvas_length=CANVAS, checker_factory=checker_factory_for(recorder), max_retries=0)
     yield engine
     engine.close()
 
 
 def validated(fail: list[tuple[int, int]] = (), **changes: Any) -> SamplingParams:
-    return SamplingParams(**{"max_new_tokens": 3 * CANVAS, "validators": ("test.vllm_blocks",),
-                             "validator_options": {"test.vllm_blocks": {"fail": list(fail)}}, **changes})
+    return SamplingParams(**{"max_new_tokens": 3 * CANVAS, "validators": ("test.reject",),
+                             "validator_options": {"test.reject": {"fail": list(fail)}}, **changes})
 
 
 def canvases(double: VLLMDouble, prompt: str, tokens: int) -> list[str]:
@@ -304,16 +277,8 @@ def test_the_chat_template_renders_like_the_tokenizer_without_torch(tmp_path):
 def test_continuations_use_the_checkpoints_chat_template(double, url, recorder, tmp_path):
     (tmp_path / "chat_template.jinja").write_text(THOUGHT_TEMPLATE)
     (tmp_path / "tokenizer_config.json").write_text('{"bos_token": "<bos>"}')
-
-    class Plugin:
-        @hookimpl
-        def diffgemma_register_validators(self, register):
-            register(recorder)
-
-    manager = make_plugin_manager(autoload=False)
-    manager.register(Plugin(), name="test-vllm-blocks")
     with RemoteEngine(url, canvas_length=CANVAS, chat_template=tmp_path,
-                      checker_factory=make_checker_factory(manager)) as engine:
+                      checker_factory=checker_factory_for(recorder)) as engine:
         engine.generate(messages=CHAT, params=validated([(1, 0)]))
         rendered = engine.render_chat(CHAT)
     assert rendered.endswith("<|turn>model\n<|channel>thought\n<channel|>")
