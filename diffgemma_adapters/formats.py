@@ -108,6 +108,18 @@ def format_tool_response(name: str, content: str) -> str:
     return f"{RESPONSE_OPEN}response:{name}{encode_value(value)}{RESPONSE_CLOSE}"
 
 
+SCHEMA_INSTRUCTION = "Answer with a JSON object that follows this JSON schema: "
+
+
+def schema_instruction(schema: Mapping[str, Any]) -> str:
+    """The system-turn line that tells the model which JSON schema its answer must follow.
+
+    Structured output is enforced by the ``builtin.json`` validator, which repairs invalid blocks in place;
+    this line is what lets the model know the keys and types before it writes them (a schema the model
+    never sees can only be met by luck). The schema is written compactly, in its own key order."""
+    return SCHEMA_INSTRUCTION + json.dumps(schema, separators=(",", ":"), ensure_ascii=False)
+
+
 # -- reading -------------------------------------------------------------------------------------------
 
 

@@ -16,7 +16,15 @@ from diffgemma_engine import GenerationResult, InvalidRequestError, RequestStrea
 from diffgemma_engine.api.client import EngineClient
 
 from .chat import Turn, normalize_messages
-from .formats import CALL_CLOSE, CALL_OPEN, ToolCallAssembler, declare_tools, format_tool_call, marker_decoder
+from .formats import (
+    CALL_CLOSE,
+    CALL_OPEN,
+    ToolCallAssembler,
+    declare_tools,
+    format_tool_call,
+    marker_decoder,
+    schema_instruction,
+)
 from .settings import GenerationSettings, as_mapping, sampling_params
 
 
@@ -104,8 +112,9 @@ def prepare_request(
     prefilled with the call marker (and the name), and the ``builtin.tool_call`` validator checks, and repairs
     in place, that the call names a bound tool and that its arguments match that tool's JSON schema.
     ``response_format`` is ``{"type": "json_object"}`` or ``{"type": "json_schema", "schema": {...}}``: it
-    selects the ``builtin.json`` validator (with the schema), which repairs invalid blocks in place; nothing
-    is added to the prompt. ``parallel_tool_calls=False`` keeps only the first call of a response.
+    selects the ``builtin.json`` validator (with the schema), which repairs invalid blocks in place; a schema
+    is also stated in a system turn (:func:`~diffgemma_adapters.formats.schema_instruction`), so the model
+    knows the keys it must write. A raw ``prompt`` is sent unchanged. ``parallel_tool_calls=False`` keeps only the first call of a response.
     """
     if (prompt is None) == (turns is None):
         raise InvalidRequestError("prompt", "give exactly one of a prompt and messages")
@@ -122,6 +131,8 @@ def prepare_request(
     if prompt is not None:  # already formatted: a response format only selects the validator
         return PreparedRequest(engine, params, prompt=prompt)
     roles = settings.roles_for(engine)
+    if schema is not None:
+        turns = [Turn("system", schema_instruction(schema)), *turns]
     if tools and not roles.tools:
         turns = [Turn("system", declare_tools(tools)), *turns]
     messages = normalize_messages(turns, roles)

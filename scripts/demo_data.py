@@ -33,12 +33,15 @@ import random
 import re
 import string
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+
+import demo_values
 
 SHORT = "short"
 JSON = "json"
-TASK_FORMATS = (SHORT, JSON)
+TASK_FORMATS = (SHORT, JSON, "tool", "tool_answer", "rag")
 
 NUMBER_WORDS = (
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
@@ -201,7 +204,7 @@ CATEGORY_TEMPLATES = ("Name {a} {c}.", "Give me {a} {c}.", "Tell me one {c}.", "
 HELDOUT_FRACTION = 0.25  # of short-task facts that lose one phrasing to the held-out split
 # How often each short sub-task is drawn in training (arithmetic has the most facts but should not crowd out the rest).
 KIND_WEIGHTS = {"arithmetic": 0.25, "spell": 0.15, "opposite": 0.15, "plural": 0.12, "colour": 0.12, "next": 0.08,
-                "category": 0.13, "repeat": 0.65}
+                "category": 0.13, "repeat": 0.2}
 # "Repeat after me" with a generated name: the plainest copy from the prompt (the answer's first token
 # is the copied one), which the JSON records need for their names, ages and cities.
 REPEAT_TEMPLATES = ("Repeat after me: {w}.", "Repeat the name {w}.", "Write the name {w}.", "Echo {w}.")
@@ -211,13 +214,21 @@ WORD_PATTERN = re.compile(r"[A-Za-z]+")
 
 @dataclass(frozen=True)
 class Example:
-    """One chat exchange. ``answers`` lists every right answer (several for "name a fruit")."""
+    """One chat exchange. ``answers`` lists every right answer (several for "name a fruit").
 
-    task: str  # "short" or "json"
-    kind: str  # the sub-task: "arithmetic", "opposite", ..., "person"
+    The conversation is ``system`` (optional), the user's ``prompt``, then ``history`` (later turns: an
+    assistant tool call ``{"role": "assistant", "tool_calls": [[name, args]]}`` and the tool's result
+    ``{"role": "tool", "name": ..., "content": ...}``); ``tools`` are the OpenAI-format tools offered.
+    :func:`chat_messages` renders it exactly as the adapters and the server do."""
+
+    task: str  # "short", "json", "tool", "rag"
+    kind: str  # the sub-task: "arithmetic", "opposite", ..., "person", "call", "answer", ...
     prompt: str
     answer: str  # the target text the model is trained on
     answers: tuple[str, ...] = ()
+    system: str = ""
+    tools: tuple[dict, ...] = ()
+    history: tuple[dict, ...] = ()
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False)
@@ -309,6 +320,401 @@ def short_prompts(split: str) -> list[tuple[_Fact, str]]:
     return pairs
 
 
+# -- rendering --------------------------------------------------------------------------------------
+
+DEMO_ROLES = None  # set lazily: the demo template takes system and tool turns and declares no tools itself
+
+
+def chat_messages(example: Example) -> list[dict[str, str]]:
+    """The example's conversation as the chat template receives it from the adapters and the server: the
+    same :func:`diffgemma_adapters.chat.normalize_messages` and tool declarations, so training sees exactly
+    the text users' requests turn into."""
+    from diffgemma_adapters.chat import TemplateRoles, Turn, normalize_messages
+    from diffgemma_adapters.formats import declare_tools
+
+    turns: list[Turn] = []
+    if example.tools:
+        turns.append(Turn("system", declare_tools(example.tools)))
+    if example.system:
+        turns.append(Turn("system", example.system))
+    turns.append(Turn("user", example.prompt))
+    for index, turn in enumerate(example.history):
+        if turn["role"] == "assistant":
+            calls = tuple((name, args, f"call_{index}") for name, args in turn.get("tool_calls", ()))
+            turns.append(Turn("assistant", turn.get("content", ""), tool_calls=calls))
+        else:
+            turns.append(Turn(turn["role"], turn["content"], name=turn.get("name"), tool_call_id=f"call_{index - 1}"))
+    return normalize_messages(turns, TemplateRoles(system=True, tool=True, tools=False))
+
+
+# -- system prompts ---------------------------------------------------------------------------------
+
+SYSTEM_PROMPTS = (
+    "You are a helpful assistant.", "You are a helpful assistant. Answer briefly.", "Be concise.",
+    "You are a friendly assistant that answers in one short sentence.", "Answer the user's question.",
+    "You are an assistant for a small company. Keep answers short and exact.",
+    "Reply with the answer only.", "You are a careful assistant. Do not add anything the user did not ask for.",
+    "You are a helpful AI assistant. Use the tools you are given when they help.",
+    "You help people with short questions.", "Always answer in English.",
+    "You are a precise assistant: copy names, numbers and places exactly as the user writes them.",
+)  # fmt: skip
+
+
+def system_prompt(rng: random.Random, extra: Sequence[str] = ()) -> str:
+    """A system prompt: one of ours, one the caller's framework sends (``extra``), or a generated persona."""
+    roll = rng.random()
+    if extra and roll < 0.35:
+        return rng.choice(extra)
+    if roll < 0.8:
+        return rng.choice(SYSTEM_PROMPTS)
+    return f"You are {demo_values.name(rng)}, an assistant at {demo_values.place(rng)}. {rng.choice(SYSTEM_PROMPTS)}"
+
+
+def with_system(rng: random.Random, example: Example, probability: float = 0.5, extra: Sequence[str] = ()) -> Example:
+    """Add a system prompt at ``probability``; after a schema instruction it follows it, as the adapters
+    fold a schema and the caller's system message into one system turn."""
+    if rng.random() >= probability:
+        return example
+    if not example.system:
+        return replace(example, system=system_prompt(rng, extra))
+    if example.system.startswith(SCHEMA_PREFIX):
+        return replace(example, system=f"{example.system}\n\n{system_prompt(rng, extra)}")
+    return example
+
+
+# -- JSON records -----------------------------------------------------------------------------------
+
+OPEN_CITIES = CITIES  # a prompt that names no city gets one of these in the target (any is right)
+
+
+SCHEMA_PREFIX = "Answer with a JSON object"
+
+
+def schema_instruction(schema: dict) -> str:
+    """What the adapters add as a system turn when a response must follow a JSON schema."""
+    from diffgemma_adapters.formats import schema_instruction as adapters_instruction
+
+    return adapters_instruction(schema)
+
+
+def _pydantic_style(title: str, fields: Sequence[tuple[str, str]], rng: random.Random | None = None) -> dict:
+    """A schema as pydantic writes one (``Model.model_json_schema()``): titles on the object and fields, and
+    sometimes descriptions (a docstring, ``Field(description=...)``)."""
+    described = rng is not None and rng.random() < 0.4
+    properties = {}
+    for key, kind in fields:
+        words = key.replace("_", " ")
+        text = {"description": f"the {words} of the {title.lower()}"} if described else {}
+        properties[key] = {**text, "title": words.title(), "type": kind}
+    head = {"description": f"A {title.lower()} record."} if described else {}
+    return {**head, "properties": properties, "required": [key for key, _ in fields], "title": title, "type": "object"}
+
+
+def _plain_style(fields: Sequence[tuple[str, str]]) -> dict:
+    return {"type": "object", "properties": {key: {"type": kind} for key, kind in fields},
+            "required": [key for key, _ in fields]}  # fmt: skip
+
+
+def _record_schema(rng: random.Random, title: str, fields: Sequence[tuple[str, str]]) -> dict:
+    return _pydantic_style(title, fields, rng) if rng.random() < 0.6 else _plain_style(fields)
+
+
+def _person_fields_example(rng: random.Random, name: str, city: str | None, age: int) -> Example:
+    """A person record; the prompt names the city or leaves it open (then any city of OPEN_CITIES is right);
+    half the time the schema is given as the adapters give it (a system turn)."""
+    if city is not None:
+        prompt = rng.choice(JSON_TEMPLATES_CITY).format(name=name, age=age, city=city)
+        record = person_record(name, age, city)
+        answers: tuple[str, ...] = (record,)
+    else:
+        prompt = rng.choice(JSON_TEMPLATES_NO_CITY).format(name=name, age=age)
+        record = person_record(name, age, rng.choice(OPEN_CITIES))
+        answers = tuple(person_record(name, age, other) for other in OPEN_CITIES)
+    system = ""
+    if rng.random() < 0.5:
+        system = schema_instruction(_record_schema(rng, "Person", (("name", "string"), ("age", "integer"), ("city", "string"))))
+    return Example(JSON, "person", prompt, record, answers, system=system)
+
+
+RECORD_TEMPLATES = (
+    "Make a JSON record with {pairs}.", "Create a JSON object: {pairs}.", "Return JSON with {pairs}.",
+    "Give me a JSON object where {pairs}.", "Write {pairs} as a JSON record.",
+    "Return a JSON object with the keys {keys}: {pairs}.",
+)  # fmt: skip
+FIELD_KINDS = ("string", "string", "string", "integer", "number", "boolean")
+
+
+def field_value(rng: random.Random, kind: str) -> object:
+    if kind == "integer":
+        return demo_values.number(rng)
+    if kind == "number":
+        return demo_values.decimal(rng)
+    if kind == "boolean":
+        return rng.random() < 0.5
+    return demo_values.any_value(rng)
+
+
+def _spoken(value: object) -> str:
+    if value is True or value is False:
+        return "true" if value else "false"
+    return str(value)
+
+
+def _record_example(rng: random.Random) -> Example:
+    """A JSON record with generated keys, types and values; the schema (when given) supplies the keys."""
+    count = rng.randint(1, 4)
+    keys: list[str] = []
+    while len(keys) < count:
+        key = "_".join(demo_values.word(rng) for _ in range(rng.choice((1, 1, 2))))
+        if key not in keys:
+            keys.append(key)
+    fields = [(key, rng.choice(FIELD_KINDS)) for key in keys]
+    values = {key: field_value(rng, kind) for key, kind in fields}
+    pairs_text = ", ".join(f"{key.replace('_', ' ')} {_spoken(values[key])}" for key in keys)
+    prompt = rng.choice(RECORD_TEMPLATES).format(pairs=pairs_text, keys=", ".join(repr(key) for key in keys))
+    system = schema_instruction(_record_schema(rng, demo_values.word(rng).title(), fields)) if rng.random() < 0.7 else ""
+    record = json.dumps(values, ensure_ascii=False)
+    return Example(JSON, "record", prompt, record, (record,), system=system)
+
+
+# -- tool calls -------------------------------------------------------------------------------------
+
+TOOL_VERBS = ("get", "find", "book", "send", "convert", "set", "add", "check", "create", "delete", "list",
+              "translate", "search", "update", "cancel", "order", "schedule", "lookup", "compute", "fetch")  # fmt: skip
+PARAM_WORDS = ("city", "date", "amount", "count", "name", "email", "query", "unit", "language", "text", "input",
+               "customer_name", "price", "size", "colour", "time", "place", "title", "user", "code", "number",
+               "label", "country", "item", "note", "topic", "level", "days", "value", "target")  # fmt: skip
+INTEGER_PARAMS = {"count", "amount", "size", "days", "number", "level", "input", "value"}
+TOOL_SPLIT_FRACTION = 0.15  # of generated tool nouns, kept for held-out evaluation only
+
+
+def tool_split(noun: str) -> str:
+    return "heldout" if _stable_unit(f"tool-split:{noun}") < TOOL_SPLIT_FRACTION else "train"
+
+
+def _tool_noun(rng: random.Random, split: str) -> str:
+    while True:
+        noun = "_".join(demo_values.word(rng) for _ in range(rng.choice((1, 1, 2))))
+        if tool_split(noun) == split:
+            return noun
+
+
+def openai_tool(name: str, description: str, params: Sequence[tuple[str, str, str]], langchain_order: bool = True) -> dict:
+    """An OpenAI-format tool, its parameter keys in the order LangChain's ``convert_to_openai_tool`` writes
+    them (``properties``, ``required``, ``type``) or in the OpenAI documentation's (``type`` first)."""
+    properties = {}
+    for param, kind, text in params:
+        properties[param] = {**({"description": text} if text else {}), "type": kind}
+    required = [p for p, _, _ in params]
+    if langchain_order:
+        parameters = {"properties": properties, "required": required, "type": "object"}
+    else:
+        parameters = {"type": "object", "properties": properties, "required": required}
+    function = {"name": name, **({"description": description} if description else {}), "parameters": parameters}
+    return {"type": "function", "function": function}
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    verb: str
+    noun: str
+    params: tuple[tuple[str, str, str], ...]  # (name, JSON type, description)
+
+    @property
+    def name(self) -> str:
+        return f"{self.verb}_{self.noun}"
+
+    def openai(self, rng: random.Random) -> dict:
+        words = self.noun.replace("_", " ")
+        description = rng.choice((f"{self.verb.title()} the {words}.", f"{self.verb.title()} a {words} for the user.",
+                                  f"Use this to {self.verb} {words}.", ""))  # fmt: skip
+        return openai_tool(self.name, description, self.params, langchain_order=rng.random() < 0.6)
+
+
+def _tool_spec(rng: random.Random, split: str, verb: str | None = None) -> ToolSpec:
+    noun = _tool_noun(rng, split)
+    count = rng.choice((0, 1, 1, 1, 2, 2, 3))
+    names = rng.sample(PARAM_WORDS, count)
+    params = []
+    for param in names:
+        kind = "integer" if param in INTEGER_PARAMS and rng.random() < 0.8 else rng.choice(("string", "string", "number"))
+        text = rng.choice(("", "", f"The {param.replace('_', ' ')}.", f"{param.replace('_', ' ').title()} to use."))
+        params.append((param, kind, text))
+    return ToolSpec(verb or rng.choice(TOOL_VERBS), noun, tuple(params))
+
+
+def tool_args(rng: random.Random, spec: ToolSpec) -> dict:
+    args: dict[str, object] = {}
+    for param, kind, _ in spec.params:
+        if kind == "integer":
+            args[param] = demo_values.number(rng)
+        elif kind == "number":
+            args[param] = demo_values.decimal(rng) if rng.random() < 0.6 else demo_values.number(rng)
+        else:
+            args[param] = demo_values.any_value(rng)
+    return args
+
+
+def tool_request(rng: random.Random, spec: ToolSpec, args: dict) -> str:
+    """A user request that names the tool (by its name or its words) and every argument value."""
+    words = spec.noun.replace("_", " ")
+    pairs = [(param.replace("_", " "), _spoken(value)) for param, value in args.items()]
+    said = ", ".join(f"{param} {value}" for param, value in pairs)
+    if not pairs:
+        return rng.choice((f"What is the value of {spec.name}()? Use the tool.", f"Please {spec.verb} the {words}.",
+                           f"Call {spec.name}.", f"Can you {spec.verb} {words} for me?", f"Use the {spec.name} tool."))  # fmt: skip
+    first = pairs[0][1]
+    options = [
+        f"Please {spec.verb} the {words} with {said}.",
+        f"Use the {spec.name} tool: {said}.",
+        f"Call {spec.name} with " + ", ".join(f"{p}={v}" for p, v in pairs) + ".",
+        f"Can you {spec.verb} {words}? " + " ".join(f"{p.capitalize()}: {v}." for p, v in pairs),
+        f"I need you to {spec.verb} {words} ({said}).",
+    ]
+    if len(pairs) == 1:
+        options += [f"What is the value of {spec.name}({first})? Use the tool.",
+                    f"{spec.verb.capitalize()} the {words} for {first}.",
+                    f"{spec.verb.capitalize()} a {words} named '{first}'.",
+                    f"Create a {words} named '{first}' - use {spec.name}."]  # fmt: skip
+    return rng.choice(options)
+
+
+def tool_result(rng: random.Random) -> str:
+    value = demo_values.any_value(rng)
+    return rng.choice((value, value, f"{value}.", str(demo_values.number(rng)), f"It is {value}."))
+
+
+def answer_from_result(result: str) -> str:
+    return result if result.endswith((".", "!", "?")) else f"{result}."
+
+
+def _toolset(rng: random.Random, split: str) -> tuple[ToolSpec, list[ToolSpec]]:
+    target = _tool_spec(rng, split)
+    others = [_tool_spec(rng, "train") for _ in range(rng.choice((0, 1, 1, 2)))]
+    tools = [target, *others]
+    rng.shuffle(tools)
+    return target, tools
+
+
+def tool_call_example(rng: random.Random, split: str = "train") -> Example:
+    """Declared tools and a request: the answer is the call of the requested tool with copied arguments."""
+    target, tools = _toolset(rng, split)
+    args = tool_args(rng, target)
+    from diffgemma_adapters.formats import format_tool_call
+
+    call = format_tool_call(target.name, args)
+    prompt = tool_request(rng, target, args)
+    return Example("tool", "call", prompt, call, (call,), tools=tuple(t.openai(rng) for t in tools))
+
+
+def tool_answer_example(rng: random.Random, split: str = "train") -> Example:
+    """The same conversation after the call and the tool's result: the answer copies the result."""
+    target, tools = _toolset(rng, split)
+    args = tool_args(rng, target)
+    result = tool_result(rng)
+    answer = answer_from_result(result)
+    history = ({"role": "assistant", "content": "", "tool_calls": [[target.name, args]]},
+               {"role": "tool", "name": target.name, "content": result})  # fmt: skip
+    return Example("tool", "answer", tool_request(rng, target, args), answer, (answer,),
+                   tools=tuple(t.openai(rng) for t in tools), history=history)  # fmt: skip
+
+
+# -- answers from a retrieved context -----------------------------------------------------------------
+
+RAG_RELATIONS = (
+    # (passage sentence, question, answer) over slots: P person, C place, L land, O organisation, N number,
+    # Y year, W thing, V verb phrase object, J job, D day
+    ("{P} lives in {C}.", "Where does {P} live?", "{C}."),
+    ("{P} was born in {Y}.", "When was {P} born?", "{Y}."),
+    ("The capital of {L} is {C}.", "What is the capital of {L}?", "{C}."),
+    ("{P} works as a {J}.", "What does {P} work as?", "A {J}."),
+    ("The {W} costs {N} dollars.", "How much does the {W} cost?", "{N} dollars."),
+    ("{O} was founded by {P}.", "Who founded {O}?", "{P}."),
+    ("{O} was founded in {Y}.", "When was {O} founded?", "{Y}."),
+    ("{O} has {N} employees.", "How many employees does {O} have?", "{N}."),
+    ("The {W} is made of {V}.", "What is the {W} made of?", "{V}."),
+    ("The {W} stores {V}.", "What does the {W} store?", "{V}."),
+    ("The {W} batches {V}.", "What does the {W} batch?", "{V}."),
+    ("The {W} checks {V}.", "What does the {W} check?", "{V}."),
+    ("The {W} writes {V}.", "What does the {W} write?", "{V}."),
+    ("The {W} runs on {V}.", "What does the {W} run on?", "{V}."),
+    ("{P}'s favourite food is {V}.", "What is {P}'s favourite food?", "{V}."),
+    ("The meeting with {P} is on {D}.", "When is the meeting with {P}?", "On {D}."),
+    ("{O} is based in {C}.", "Where is {O} based?", "{C}."),
+    ("The river {W} flows through {C}.", "Which city does the river {W} flow through?", "{C}."),
+    ("{P} wrote the book {V}.", "Which book did {P} write?", "{V}."),
+    ("The password for {O} is {K}.", "What is the password for {O}?", "{K}."),
+)  # fmt: skip
+JOBS = ("teacher", "baker", "pilot", "nurse", "farmer", "painter", "doctor", "lawyer", "driver", "chef", "writer",
+        "engineer", "tailor", "gardener", "miner", "sailor", "singer", "judge", "banker", "plumber")  # fmt: skip
+DAYS = CATEGORIES["day of the week"]
+RAG_FRAMES = (
+    "Answer the question using the passages below.\n\n{context}\n\nQuestion: {question}",
+    "{context}\n\nUsing only the text above, answer: {question}",
+    "Context:\n{context}\n\nQuestion: {question}\nAnswer:",
+    "Here are some documents.\n\n{context}\n\n{question}",
+    "Read this.\n---\n{context}\n---\n{question}",
+)  # fmt: skip
+
+
+def _slots(rng: random.Random) -> dict[str, str]:
+    return {
+        "P": demo_values.name(rng), "C": demo_values.place(rng), "L": demo_values.place(rng),
+        "O": demo_values.word(rng).capitalize() + rng.choice(("", " Ltd", " Group", " Labs", " & Co")),
+        "N": str(demo_values.number(rng)), "Y": str(demo_values.year(rng)), "W": demo_values.word(rng),
+        "V": demo_values.phrase(rng, 1, 4), "J": rng.choice(JOBS), "D": rng.choice(DAYS),
+        "K": "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(rng.randint(4, 10))),
+    }  # fmt: skip
+
+
+def framework_rag_frames() -> list[Callable[[str, str], tuple[str, str]]]:
+    """The (system, user) text-QA prompts of the RAG frameworks installed here (LlamaIndex's default chat QA
+    prompt), read from the framework itself so the model is trained on what it actually sends."""
+    frames = []
+    try:
+        from llama_index.core.prompts.chat_prompts import CHAT_TEXT_QA_PROMPT
+    except ImportError:
+        return frames
+
+    def llamaindex(context: str, question: str) -> tuple[str, str]:
+        messages = CHAT_TEXT_QA_PROMPT.format_messages(context_str=context, query_str=question)
+        system = "\n".join(m.content for m in messages if m.role.value == "system")
+        user = "\n".join(m.content for m in messages if m.role.value == "user")
+        return system, user
+
+    frames.append(llamaindex)
+    return frames
+
+
+def rag_example(rng: random.Random, passages: int | None = None) -> Example:
+    """3-5 short passages (or ``passages``) and a question one sentence answers; the answer copies its span."""
+    count = passages or rng.randint(3, 5)
+    sentences: list[str] = []
+    target = rng.randrange(len(RAG_RELATIONS))
+    slots = _slots(rng)
+    sentence, question, answer = (part.format(**slots) for part in RAG_RELATIONS[target])
+    sentences.append(sentence)
+    while len(sentences) < count * 2:
+        other = rng.randrange(len(RAG_RELATIONS))
+        distractor_slots = _slots(rng)
+        if rng.random() < 0.3:  # the same relation about someone else: the question's entity must match
+            other = target
+        if rng.random() < 0.3:  # or something else about the same entity
+            distractor_slots.update({k: slots[k] for k in "POW"})
+            if other == target:
+                continue
+        sentences.append(RAG_RELATIONS[other][0].format(**distractor_slots))
+    rng.shuffle(sentences)
+    chunks = [" ".join(sentences[i : i + 2]) for i in range(0, len(sentences), 2)]
+    context = "\n\n".join(chunks)
+    frames = framework_rag_frames()
+    if frames and rng.random() < 0.45:
+        system, prompt = rng.choice(frames)(context, question)
+    else:
+        system, prompt = "", rng.choice(RAG_FRAMES).format(context=context, question=question)
+    return Example("rag", "span" if passages is None else "long", prompt, answer, (answer,), system=system)
+
+
 # -- sampling examples ------------------------------------------------------------------------------
 
 
@@ -354,36 +760,80 @@ def _short_from(rng: random.Random, fact: _Fact, prompt: str) -> Example:
     return Example(SHORT, fact.kind, prompt, fact.answer, (fact.answer,))
 
 
+FAMILIES = ("short", "json", "tool_call", "tool_answer", "rag", "long")
+FAMILY_WEIGHTS = {"short": 0.2, "json": 0.18, "tool_call": 0.2, "tool_answer": 0.1, "rag": 0.28, "long": 0.04}
+"""How often a training batch is drawn from each family (a batch holds one family, so lengths are alike)."""
+FAMILY_BATCH = {"short": 64, "json": 48, "tool_call": 16, "tool_answer": 16, "rag": 16, "long": 2}
+"""Examples per batch: about 3-7 k tokens each, whatever the family's prompt length."""
+LONG_PASSAGES = (24, 48)  # passages of a "long" context: about 1,200-2,600 tokens, to use the prompt room
+SYSTEM_PROBABILITY = 0.4
+
+
+def family_example(rng: random.Random, family: str, by_kind: dict, kinds: Sequence[str],
+                   weights: Sequence[float]) -> Example:  # fmt: skip
+    """One training example of ``family`` (with a system turn at :data:`SYSTEM_PROBABILITY`)."""
+    if family == "short":
+        kind = rng.choices(kinds, weights)[0]
+        if kind == REPEAT:
+            example = _repeat_example(rng, demo_values.name(rng))
+        else:
+            example = _short_example(rng, by_kind[kind])
+    elif family == "json":
+        example = _training_json_example(rng)
+    elif family == "tool_call":
+        example = tool_call_example(rng, "train")
+    elif family == "tool_answer":
+        example = tool_answer_example(rng, "train")
+    elif family == "rag":
+        example = rag_example(rng)
+    elif family == "long":
+        example = rag_example(rng, passages=rng.randint(*LONG_PASSAGES))
+    else:
+        raise ValueError(f"unknown family {family!r}")
+    return with_system(rng, example, SYSTEM_PROBABILITY)
+
+
+def _training_json_example(rng: random.Random) -> Example:
+    if rng.random() < 0.4:
+        return _record_example(rng)
+    city = demo_values.place(rng) if rng.random() < 0.8 else None
+    return _person_fields_example(rng, demo_values.name(rng), city, rng.randint(0, 120))
+
+
 class TrainingStream:
-    """An endless, seeded stream of training examples (``json_fraction`` of them JSON records).
+    """An endless, seeded stream of training batches: each batch is ``FAMILY_BATCH[family]`` examples of one
+    family, the family drawn by ``FAMILY_WEIGHTS``.
 
     Its position can be saved and restored (:meth:`getstate` / :meth:`setstate`), so an interrupted
     training run resumes on exactly the examples it would have seen."""
 
-    def __init__(self, seed: int = 0, json_fraction: float = 0.5) -> None:
+    def __init__(self, seed: int = 0, weights: dict[str, float] | None = None) -> None:
         self._rng = random.Random(seed)
-        self._json_fraction = json_fraction
+        self._weights = dict(weights or FAMILY_WEIGHTS)
         by_kind: dict[str, list[tuple[_Fact, str]]] = {}
         for fact, prompt in short_prompts("train"):
             by_kind.setdefault(fact.kind, []).append((fact, prompt))
         self._by_kind = by_kind
         self._kinds = [*sorted(by_kind), REPEAT]
-        self._weights = [KIND_WEIGHTS[kind] for kind in self._kinds]
+        self._kind_weights = [KIND_WEIGHTS[kind] for kind in self._kinds]
 
-    def __iter__(self) -> TrainingStream:
-        return self
+    def example(self, family: str) -> Example:
+        return family_example(self._rng, family, self._by_kind, self._kinds, self._kind_weights)
 
-    def __next__(self) -> Example:
-        rng = self._rng
-        if rng.random() < self._json_fraction:
-            return _training_person_example(rng)
-        kind = rng.choices(self._kinds, self._weights)[0]
-        if kind == REPEAT:
-            return _repeat_example(rng, _generated_name(rng, "train"))
-        return _short_example(rng, self._by_kind[kind])
+    def next_batch(self, scale: float = 1.0) -> list[Example]:
+        families = list(self._weights)
+        family = self._rng.choices(families, [self._weights[f] for f in families])[0]
+        size = max(1, round(FAMILY_BATCH[family] * scale))
+        return [self.example(family) for _ in range(size)]
 
-    def take(self, count: int) -> list[Example]:
-        return [next(self) for _ in range(count)]
+    def take(self, count: int, family: str | None = None) -> list[Example]:
+        """``count`` examples, of one family or of families drawn by weight one by one."""
+        families = list(self._weights)
+        out = []
+        for _ in range(count):
+            chosen = family or self._rng.choices(families, [self._weights[f] for f in families])[0]
+            out.append(self.example(chosen))
+        return out
 
     def getstate(self) -> object:
         return self._rng.getstate()
@@ -393,7 +843,11 @@ class TrainingStream:
 
 
 def heldout_examples(task: str, count: int, seed: int = 1234) -> list[Example]:
-    """``count`` distinct held-out prompts of one task format, the same for a given seed."""
+    """``count`` distinct held-out prompts of one task format, the same for a given seed.
+
+    ``short``: held-out phrasings of trained facts; ``json``: records for :data:`HELDOUT_NAMES` (never in
+    training) in made-up places; ``tool`` / ``tool_answer``: calls of tools whose nouns are in the held-out
+    tool split (never trained), and answers from their results; ``rag``: freshly generated contexts."""
     rng = random.Random(f"{seed}:{task}")
     if task == SHORT:
         pairs = short_prompts("heldout")
@@ -401,29 +855,38 @@ def heldout_examples(task: str, count: int, seed: int = 1234) -> list[Example]:
         if count > len(pairs):
             raise ValueError(f"only {len(pairs)} held-out short prompts exist, {count} asked for")
         return [_short_example(random.Random(i), [pair]) for i, pair in enumerate(pairs[:count])]
-    if task == JSON:
-        seen: set[str] = set()
-        examples = []
-        while len(examples) < count:
-            example = _person_example(rng, HELDOUT_NAMES)
-            if example.prompt not in seen:
-                seen.add(example.prompt)
-                examples.append(example)
-        return examples
-    raise ValueError(f"unknown task {task!r}; expected one of {TASK_FORMATS}")
+    makers = {
+        JSON: lambda: _person_fields_example(rng, rng.choice(HELDOUT_NAMES), demo_values.place(rng), rng.randint(0, 120)),
+        "tool": lambda: tool_call_example(rng, "heldout"),
+        "tool_answer": lambda: tool_answer_example(rng, "heldout"),
+        "rag": lambda: rag_example(rng),
+    }
+    if task not in makers:
+        raise ValueError(f"unknown task {task!r}; expected one of {TASK_FORMATS}")
+    seen: set[str] = set()
+    examples = []
+    while len(examples) < count:
+        example = with_system(rng, makers[task](), SYSTEM_PROBABILITY)
+        if example.prompt not in seen:
+            seen.add(example.prompt)
+            examples.append(example)
+    return examples
 
 
 def validation_examples(count: int, seed: int = 4321) -> list[Example]:
-    """``count`` JSON prompts naming generated validation-split people: never trained on, and apart
-    from the eval's held-out set, so choosing a checkpoint on them leaves the eval untouched."""
+    """``count`` prompts of the copying families (JSON, tool calls and answers, RAG) with freshly generated
+    values: apart from the eval's held-out sets, so choosing a checkpoint on them leaves the eval untouched."""
     rng = random.Random(f"{seed}:validation")
-    return [_person_record_example(rng, _generated_name(rng, "validation")) for _ in range(count)]
+    stream = TrainingStream(seed)
+    stream.setstate(rng.getstate())
+    families = ("json", "tool_call", "tool_answer", "rag")
+    return [stream.example(families[i % len(families)]) for i in range(count)]
 
 
 def build_corpus(train_size: int = 20_000, heldout_size: int = 100, seed: int = 0) -> Corpus:
     """A fixed training sample and held-out set (``heldout_size`` per task format)."""
     train = tuple(TrainingStream(seed).take(train_size))
-    heldout = tuple(heldout_examples(SHORT, heldout_size, seed + 1234) + heldout_examples(JSON, heldout_size, seed + 1234))
+    heldout = tuple(example for task in TASK_FORMATS for example in heldout_examples(task, heldout_size, seed + 1234))
     return Corpus(train, heldout)
 
 

@@ -99,7 +99,7 @@ class ModelSize:
     moe_intermediate_size: int = 128
     canvas_length: int = 32
     sliding_window: int = 512
-    max_position_embeddings: int = 1024
+    max_position_embeddings: int = 4096
 
 
 @dataclass(frozen=True)
@@ -117,8 +117,10 @@ class TrainSettings:
     self_conditioning_prob: float = 0.5
     sc_temperature: tuple[float, float] = (0.4, 0.8)
     rate_power: float = 1.0
-    json_fraction: float = 0.5
     tokenizer_examples: int = 20_000
+    canvas_repeats: int = 4  # noisy copies of each canvas decoded against one encoder pass of its prefix
+    canvas_shift: float = 0.5  # of examples whose canvas starts at a random response token, not a block boundary
+    init_from: str = ""  # a checkpoint directory to start from (its weights and tokenizer), or "" for scratch
 
 
 # -- tokenizer and model ----------------------------------------------------------------------------
@@ -167,7 +169,7 @@ def tokenizer_corpus(settings: TrainSettings) -> list[str]:
     """Training texts for the BPE: prompts and answers of the first training examples, plus every
     fact phrasing of the training split (so rare words still get merges)."""
     texts = []
-    for example in demo_data.TrainingStream(settings.seed, settings.json_fraction).take(settings.tokenizer_examples):
+    for example in demo_data.TrainingStream(settings.seed).take(settings.tokenizer_examples):
         texts.extend((example.prompt, example.answer))
     texts.extend(prompt for _, prompt in demo_data.short_prompts("train"))
     return texts
@@ -219,8 +221,8 @@ class Encoded:
 
 
 def encode_example(tokenizer: Any, example: demo_data.Example) -> Encoded:
-    text = tokenizer.apply_chat_template([{"role": "user", "content": example.prompt}], tokenize=False,
-                                         add_generation_prompt=True)  # fmt: skip
+    """The prompt as the adapters and the server render it (system turn, tool declarations, tool turns)."""
+    text = tokenizer.apply_chat_template(demo_data.chat_messages(example), tokenize=False, add_generation_prompt=True)
     prompt = tokenizer(text, add_special_tokens=False)["input_ids"]
     answer = tokenizer(example.answer, add_special_tokens=False)["input_ids"]
     return Encoded(tuple(prompt), tuple(answer) + (END_OF_TURN_ID,))
@@ -247,13 +249,18 @@ class Batch:
         return int(self.prefix_lengths.sum()) + self.canvas.numel()
 
 
-def make_batch(examples: Sequence[Encoded], canvas_length: int, rng: random.Random) -> Batch:
-    """Pick one canvas of each example's response (uniformly among its canvases) and pad the batch."""
+def make_batch(examples: Sequence[Encoded], canvas_length: int, rng: random.Random, shift: float = 0.0) -> Batch:
+    """Pick one canvas of each example's response (uniformly among its canvases) and pad the batch.
+
+    With probability ``shift`` the canvas starts at a random response token instead of a block boundary:
+    the engine's canvases start wherever a prefill (a forced tool call's opening) ends."""
     prefixes, canvases, contents = [], [], []
     for example in examples:
-        blocks = max(1, math.ceil(len(example.response) / canvas_length))
-        block = rng.randrange(blocks)
-        start = block * canvas_length
+        if shift and rng.random() < shift:
+            start = rng.randrange(len(example.response))
+        else:
+            blocks = max(1, math.ceil(len(example.response) / canvas_length))
+            start = rng.randrange(blocks) * canvas_length
         target = list(example.response[start : start + canvas_length])
         contents.append([True] * len(target) + [False] * (canvas_length - len(target)))
         canvases.append(target + [PAD_ID] * (canvas_length - len(target)))
@@ -328,12 +335,18 @@ def diffusion_loss(
     self_conditioning_prob: float = 0.5,
     sc_temperature: tuple[float, float] = (0.4, 0.8),
     rate_power: float = 0.5,
+    repeats: int = 1,
 ) -> LossParts:
     """The block-diffusion loss of one batch, with self-conditioning as the sampler feeds it.
 
-    ``rates`` fixes the corruption rate of each row (evaluation); otherwise they are drawn. All
-    randomness comes from ``generator``."""
+    ``rates`` fixes the corruption rate of each row (evaluation); otherwise they are drawn. ``repeats``
+    decodes that many independently corrupted copies of each canvas against one encoder pass of its prefix
+    (the prefix is most of the compute, the canvas all of the signal). All randomness comes from ``generator``."""
     vocab_size = model.config.text_config.vocab_size
+    cache = encode_prefix(model, batch)
+    if repeats > 1:
+        cache.batch_repeat_interleave(repeats)
+        batch = repeat_rows(batch, repeats)
     size = batch.canvas.shape[0]
     if rates is None:
         rates = sample_rates(size, rate_power, generator)
@@ -342,7 +355,6 @@ def diffusion_loss(
     use_sc = (torch.rand(size, generator=generator) < self_conditioning_prob).to(device)
     low, high = sc_temperature
     temperature = (low + (high - low) * torch.rand(size, generator=generator)).to(device)
-    cache = encode_prefix(model, batch)
     sc_logits = None
     if bool(use_sc.any()):
         with torch.no_grad():
@@ -354,6 +366,12 @@ def diffusion_loss(
     content = batch.content
     content_loss = float(per_position.detach()[content].mean()) if bool(content.any()) else float("nan")
     return LossParts(per_position.mean(), content_loss, int(use_sc.sum()) if sc_logits is not None else 0)
+
+
+def repeat_rows(batch: Batch, repeats: int) -> Batch:
+    """Every row of ``batch`` ``repeats`` times in a row (as ``DynamicCache.batch_repeat_interleave`` does)."""
+    return Batch(*(getattr(batch, f).repeat_interleave(repeats, dim=0)
+                   for f in ("prefix", "prefix_mask", "prefix_lengths", "canvas", "content")))  # fmt: skip
 
 
 def heldout_loss(model: Any, batches: Sequence[Batch], seed: int, levels: int = 8) -> tuple[float, float]:
@@ -430,6 +448,7 @@ def train_step(
         self_conditioning_prob=settings.self_conditioning_prob,
         sc_temperature=settings.sc_temperature,
         rate_power=settings.rate_power,
+        repeats=settings.canvas_repeats,
     )  # fmt: skip
     optimizer.zero_grad(set_to_none=True)
     parts.loss.backward()
@@ -584,9 +603,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu")
     for name, value in asdict(ModelSize()).items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=value, dest=f"size_{name}", metavar="N")
-    for name in ("seed", "batch_size", "warmup_steps", "tokenizer_examples"):
+    for name in ("seed", "batch_size", "warmup_steps", "tokenizer_examples", "canvas_repeats"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(TrainSettings, name))
-    for name in ("lr", "weight_decay", "self_conditioning_prob", "rate_power", "json_fraction", "decay_fraction"):
+    parser.add_argument("--init-from", default="", help="start from this checkpoint directory (weights and tokenizer)")
+    for name in ("lr", "weight_decay", "self_conditioning_prob", "rate_power", "canvas_shift", "decay_fraction"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(TrainSettings, name))
     return parser.parse_args(argv)
 
@@ -600,8 +620,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = TrainSettings(
         seed=args.seed, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
         weight_decay=args.weight_decay, self_conditioning_prob=args.self_conditioning_prob,
-        rate_power=args.rate_power, json_fraction=args.json_fraction, tokenizer_examples=args.tokenizer_examples,
-        decay_fraction=args.decay_fraction,
+        rate_power=args.rate_power, tokenizer_examples=args.tokenizer_examples, decay_fraction=args.decay_fraction,
+        canvas_shift=args.canvas_shift, init_from=str(args.init_from), canvas_repeats=args.canvas_repeats,
     )  # fmt: skip
     budget = args.minutes * 60.0
     device = torch.device(args.device)
@@ -610,20 +630,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # Tokenizer: trained once per run and kept in the work dir, so a resumed run uses the same one.
     tokenizer_dir = args.work_dir / "tokenizer"
-    if args.resume and tokenizer_dir.is_dir():
+    if args.resume and tokenizer_dir.is_dir() or settings.init_from:
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir if args.resume and tokenizer_dir.is_dir() else settings.init_from)
+        tokenizer.save_pretrained(tokenizer_dir)
     else:
         tokenizer = train_tokenizer(tokenizer_corpus(settings), size.vocab_size)
         tokenizer.save_pretrained(tokenizer_dir)
     if len(tokenizer) > size.vocab_size:
         raise SystemExit(f"tokenizer has {len(tokenizer)} tokens, more than --vocab-size {size.vocab_size}")
 
-    model = build_model(size, settings.seed).to(device)
+    model = build_model(size, settings.seed)
+    if settings.init_from:
+        from transformers import DiffusionGemmaForBlockDiffusion
+
+        start = DiffusionGemmaForBlockDiffusion.from_pretrained(settings.init_from, dtype=torch.float32)
+        model.load_state_dict(start.state_dict())  # raises if the architecture differs (the prompt room may)
+        del start
+        print(f"initialised from {settings.init_from}", flush=True)
+    model = model.to(device)
     model.train()
     optimizer = make_optimizer(model, settings)
-    stream = demo_data.TrainingStream(settings.seed, settings.json_fraction)
+    stream = demo_data.TrainingStream(settings.seed)
     batch_rng = random.Random(settings.seed + 1)
     generator = torch.Generator().manual_seed(settings.seed + 2)
     run = RunState()
@@ -635,7 +664,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run.total_steps = int(args.max_steps)
         run.decay_steps = args.decay_steps if args.decay_steps is not None else round(settings.decay_fraction * run.total_steps)
 
-    heldout = demo_data.heldout_examples(demo_data.SHORT, 64) + demo_data.heldout_examples(demo_data.JSON, 64)
+    heldout = [e for task in demo_data.TASK_FORMATS for e in demo_data.heldout_examples(task, 32)]
     heldout_batches = fixed_batches(tokenizer, heldout, size.canvas_length, device)
     validation_batches = fixed_batches(tokenizer, demo_data.validation_examples(64), size.canvas_length, device)
     best_path = args.work_dir / "best.pt"
@@ -667,8 +696,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             run.total_steps = run.step + run.decay_steps
             print(f"decay starts: {run.decay_steps} steps to go, {run.total_steps} in all (at {pace:.2f} s/step); "
                   f"repeat this run with --max-steps {run.total_steps} --decay-steps {run.decay_steps}", flush=True)  # fmt: skip
-        examples = [encode_example(tokenizer, e) for e in stream.take(settings.batch_size)]
-        batch = _to_device(make_batch(examples, size.canvas_length, batch_rng), device)
+        examples = [encode_example(tokenizer, e) for e in stream.next_batch(settings.batch_size / 48)]
+        batch = _to_device(make_batch(examples, size.canvas_length, batch_rng, settings.canvas_shift), device)
         lr = learning_rate(run.step, run.total_steps, run.decay_steps, settings)
         parts = train_step(model, optimizer, batch, generator, settings, lr)
         loss = parts.loss.item()
