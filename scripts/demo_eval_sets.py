@@ -8,6 +8,8 @@ is reserved (:func:`demo_values.reserve`), so the generator never produces it in
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import demo_values
 
 PEOPLE = (
@@ -25,3 +27,290 @@ PEOPLE = (
 
 demo_values.reserve(name for name, _ in PEOPLE)
 demo_values.reserve(city for _, city in PEOPLE)
+
+
+# -- tools ------------------------------------------------------------------------------------------
+
+
+def _tool(tool_name: str, description: str, /, **params: tuple[str, str]) -> dict:
+    """An OpenAI-format function tool; ``params`` maps each argument to (JSON type, description)."""
+    properties = {param: {"type": kind, "description": text} for param, (kind, text) in params.items()}
+    return {"type": "function", "function": {"name": tool_name, "description": description, "parameters": {
+        "type": "object", "properties": properties, "required": list(params)}}}  # fmt: skip
+
+
+TOOLS = {tool["function"]["name"]: tool for tool in (
+    _tool("get_weather", "Get the current weather for a city.", city=("string", "Name of the city")),
+    _tool("convert_currency", "Convert an amount of euros into another currency.",
+          amount=("number", "How many euros to convert"), currency=("string", "ISO code of the target currency")),
+    _tool("book_table", "Reserve a table at a restaurant for tonight.",
+          restaurant=("string", "Name of the restaurant"), people=("integer", "Size of the party")),
+    _tool("send_email", "Send a short email.", to=("string", "Recipient address"), subject=("string", "Subject line")),
+    _tool("translate_text", "Translate a piece of text.", text=("string", "What to translate"),
+          language=("string", "Language to translate into")),
+    _tool("set_timer", "Start a countdown timer.", minutes=("integer", "Length of the timer in minutes")),
+    _tool("search_flights", "Look for flights between two cities.", origin=("string", "Departure city"),
+          destination=("string", "Arrival city")),
+    _tool("lookup_order", "Find the status of a customer order.", order_id=("string", "The order number")),
+    _tool("add_todo", "Add an item to the user's to-do list.", item=("string", "The task to remember")),
+    _tool("get_stock_price", "Latest trading price of a share.", symbol=("string", "Ticker symbol")),
+    _tool("play_song", "Play a song on the living-room speaker.", title=("string", "Song title"),
+          artist=("string", "Performer")),
+    _tool("find_recipe", "Find a recipe for a dish.", dish=("string", "The dish to cook")),
+    _tool("check_train", "Show delays for a train.", train_number=("string", "Train number as printed on the ticket")),
+    _tool("call_contact", "Phone someone from the address book.", name=("string", "Contact name")),
+)}  # fmt: skip
+"""Realistic tools, written by hand (names, descriptions and parameters a developer would give)."""
+
+
+@dataclass(frozen=True)
+class ToolCase:
+    """A request as a person writes it, the tools offered, the call it needs and the tool's result.
+
+    The request names the action and every argument value as the call must write it (the model copies
+    values; it does not convert units or spellings). The final answer, after ``result`` comes back, must
+    contain ``result``."""
+
+    request: str
+    offered: tuple[str, ...]
+    tool: str
+    args: dict
+    result: str
+
+
+TOOL_CASES = (
+    ToolCase("What's the weather like in Tbilisi today?", ("get_weather", "set_timer"), "get_weather",
+             {"city": "Tbilisi"}, "11 degrees and drizzle"),
+    ToolCase("Can you check the weather in Valparaíso for me?", ("search_flights", "get_weather", "add_todo"),
+             "get_weather", {"city": "Valparaíso"}, "24 degrees, clear skies"),
+    ToolCase("Weather in Gdańsk please.", ("get_weather", "find_recipe"), "get_weather", {"city": "Gdańsk"},
+             "Light snow, minus 2"),
+    ToolCase("Is it raining in Bloemfontein? Check the weather.", ("get_weather", "call_contact"), "get_weather",
+             {"city": "Bloemfontein"}, "Dry and windy"),
+    ToolCase("Convert 250 euros to JPY.", ("convert_currency", "get_stock_price"), "convert_currency",
+             {"amount": 250, "currency": "JPY"}, "40,125 JPY"),
+    ToolCase("How much is 19.99 euros in CHF? Use the converter.", ("convert_currency", "lookup_order", "set_timer"),
+             "convert_currency", {"amount": 19.99, "currency": "CHF"}, "18.70 CHF"),
+    ToolCase("Please convert 1200 euros into NOK.", ("get_weather", "convert_currency"), "convert_currency",
+             {"amount": 1200, "currency": "NOK"}, "14,040 NOK"),
+    ToolCase("Book a table at Casa Ondina for 4 people.", ("book_table", "find_recipe"), "book_table",
+             {"restaurant": "Casa Ondina", "people": 4}, "Confirmed for 19:30"),
+    ToolCase("Could you reserve a table at The Copper Kettle for 2 people?", ("book_table", "call_contact", "add_todo"),
+             "book_table", {"restaurant": "The Copper Kettle", "people": 2}, "Booked, table 12"),
+    ToolCase("Book a table for 7 people at Trattoria Lucciola.", ("send_email", "book_table"), "book_table",
+             {"restaurant": "Trattoria Lucciola", "people": 7}, "Waiting list, position 3"),
+    ToolCase("Send an email to hamid.rostami@quillmail.net with the subject Quarterly figures.",
+             ("send_email", "add_todo"), "send_email", {"to": "hamid.rostami@quillmail.net", "subject": "Quarterly figures"},
+             "Message queued"),
+    ToolCase("Email brigitte@lanterne.fr, subject: Dinner on Friday.", ("call_contact", "send_email", "book_table"),
+             "send_email", {"to": "brigitte@lanterne.fr", "subject": "Dinner on Friday"}, "Sent at 09:14"),
+    ToolCase("Send an email to ops@harbourline.io about Server maintenance - that's the subject.",
+             ("send_email", "check_train"), "send_email", {"to": "ops@harbourline.io", "subject": "Server maintenance"},
+             "Delivered"),
+    ToolCase("Translate good morning into Swahili.", ("translate_text", "find_recipe"), "translate_text",
+             {"text": "good morning", "language": "Swahili"}, "habari za asubuhi"),
+    ToolCase("Please translate where is the station into Portuguese.", ("translate_text", "search_flights"),
+             "translate_text", {"text": "where is the station", "language": "Portuguese"}, "onde fica a estação"),
+    ToolCase("Translate thank you very much into Finnish.", ("get_weather", "translate_text", "add_todo"),
+             "translate_text", {"text": "thank you very much", "language": "Finnish"}, "kiitos paljon"),
+    ToolCase("Set a timer for 12 minutes.", ("set_timer", "play_song"), "set_timer", {"minutes": 12},
+             "Timer running, ends at 18:42"),
+    ToolCase("Start a 45 minutes timer for the bread.", ("add_todo", "set_timer"), "set_timer", {"minutes": 45},
+             "Timer started"),
+    ToolCase("Timer please, 3 minutes.", ("set_timer", "find_recipe", "get_weather"), "set_timer", {"minutes": 3},
+             "Counting down from 3 minutes"),
+    ToolCase("Search flights from Wrocław to Lisbon.", ("search_flights", "book_table"), "search_flights",
+             {"origin": "Wrocław", "destination": "Lisbon"}, "Cheapest: 89 euros, departs 06:10"),
+    ToolCase("Find me flights from Nairobi to Kigali.", ("get_weather", "search_flights"), "search_flights",
+             {"origin": "Nairobi", "destination": "Kigali"}, "Three flights tomorrow, first at 07:45"),
+    ToolCase("Are there flights from Winnipeg to Halifax? Search flights.", ("search_flights", "check_train", "set_timer"),
+             "search_flights", {"origin": "Winnipeg", "destination": "Halifax"}, "One direct flight at 13:20"),
+    ToolCase("Look up order QX-48213.", ("lookup_order", "send_email"), "lookup_order", {"order_id": "QX-48213"},
+             "Shipped on Tuesday"),
+    ToolCase("Where is my order 7730-BKL? Please look it up.", ("add_todo", "lookup_order"), "lookup_order",
+             {"order_id": "7730-BKL"}, "Out for delivery"),
+    ToolCase("Check the status of order A19Z04.", ("lookup_order", "check_train", "get_stock_price"), "lookup_order",
+             {"order_id": "A19Z04"}, "Awaiting payment"),
+    ToolCase("Add buy birthday candles to my to-do list.", ("add_todo", "set_timer"), "add_todo",
+             {"item": "buy birthday candles"}, "Added as item 6"),
+    ToolCase("Put renew the passport on my to-do list.", ("send_email", "add_todo"), "add_todo",
+             {"item": "renew the passport"}, "Saved"),
+    ToolCase("Add a todo: water the ferns.", ("add_todo", "play_song", "find_recipe"), "add_todo",
+             {"item": "water the ferns"}, "Done, 4 open items"),
+    ToolCase("What is the stock price of NVDQ?", ("get_stock_price", "convert_currency"), "get_stock_price",
+             {"symbol": "NVDQ"}, "132.40 dollars"),
+    ToolCase("Get the share price for symbol KRMB.", ("lookup_order", "get_stock_price"), "get_stock_price",
+             {"symbol": "KRMB"}, "Down 3 percent at 18.05"),
+    ToolCase("Check the stock price of TLSX please.", ("get_stock_price", "get_weather", "set_timer"), "get_stock_price",
+             {"symbol": "TLSX"}, "Market closed, last 61.12"),
+    ToolCase("Play Moonlit Harbour by Elsa Varga.", ("play_song", "set_timer"), "play_song",
+             {"title": "Moonlit Harbour", "artist": "Elsa Varga"}, "Now playing"),
+    ToolCase("Play the song Paper Lanterns by The Quiet Orchard.", ("find_recipe", "play_song"), "play_song",
+             {"title": "Paper Lanterns", "artist": "The Quiet Orchard"}, "Playing on the living-room speaker"),
+    ToolCase("Find a recipe for mushroom risotto.", ("find_recipe", "book_table"), "find_recipe",
+             {"dish": "mushroom risotto"}, "Serves 4, takes 40 minutes"),
+    ToolCase("Can you find a recipe for lamb tagine?", ("get_weather", "find_recipe", "add_todo"), "find_recipe",
+             {"dish": "lamb tagine"}, "Needs apricots and cumin"),
+    ToolCase("Check train ICE 1027 for delays.", ("check_train", "search_flights"), "check_train",
+             {"train_number": "ICE 1027"}, "12 minutes late"),
+    ToolCase("Is train EC 178 on time? Check the train.", ("lookup_order", "check_train"), "check_train",
+             {"train_number": "EC 178"}, "On time, platform 5"),
+    ToolCase("Call Grandma Rosalind.", ("call_contact", "send_email"), "call_contact", {"name": "Grandma Rosalind"},
+             "Ringing"),
+    ToolCase("Phone Dr. Okonkwo for me.", ("set_timer", "call_contact", "play_song"), "call_contact",
+             {"name": "Dr. Okonkwo"}, "No answer, voicemail is full"),
+    ToolCase("Please call Ximena Castellanos.", ("call_contact", "get_stock_price"), "call_contact",
+             {"name": "Ximena Castellanos"}, "Connected, call lasted 4 minutes"),
+)  # fmt: skip
+"""Tool requests written by hand: the tool to call, its arguments and the result the tool returns."""
+
+
+# -- answers from a retrieved context ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RagQuestion:
+    question: str
+    span: str  # the answer, verbatim in one passage
+
+
+@dataclass(frozen=True)
+class RagCase:
+    passages: tuple[str, ...]
+    questions: tuple[RagQuestion, ...]
+
+
+RAG_CASES = (
+    RagCase((
+        "The Kestrel Point lighthouse was built in 1871 on a rock south of the harbour.",
+        "Its first keeper was Agnes Thornbury, who kept the light burning for forty years.",
+        "The beam of the lighthouse can be seen from 32 kilometres away.",
+        "Visitors reach the rock by a small ferry from Dunmore Quay.",
+    ), (
+        RagQuestion("When was the Kestrel Point lighthouse built?", "1871"),
+        RagQuestion("Who was the first keeper of the Kestrel Point lighthouse?", "Agnes Thornbury"),
+        RagQuestion("From how far away can the beam of the lighthouse be seen?", "32 kilometres"),
+        RagQuestion("Visitors reach the rock by a small ferry from where?", "Dunmore Quay"),
+    )),
+    RagCase((
+        "Harrow & Finch is a bookshop on Calder Street that opened in 1994.",
+        "The shop is owned by Imogen Rask, a former librarian.",
+        "Every Thursday the shop holds a reading club for children.",
+        "Its largest section is devoted to maritime history.",
+        "The shop's cat is called Pilchard.",
+    ), (
+        RagQuestion("Who owns Harrow & Finch?", "Imogen Rask"),
+        RagQuestion("On which street is the bookshop Harrow & Finch?", "Calder Street"),
+        RagQuestion("What is the shop's cat called?", "Pilchard"),
+        RagQuestion("Which section is the largest section of the shop?", "maritime history"),
+    )),
+    RagCase((
+        "The Velmora Bridge crosses the river Ossel and is 640 metres long.",
+        "It was designed by the engineer Tobias Wennerholm.",
+        "The bridge opened to traffic on 3 May 1932.",
+    ), (
+        RagQuestion("How long is the Velmora Bridge?", "640 metres"),
+        RagQuestion("Which river does the Velmora Bridge cross?", "Ossel"),
+        RagQuestion("Who designed the Velmora Bridge?", "Tobias Wennerholm"),
+        RagQuestion("When did the bridge open to traffic?", "3 May 1932"),
+    )),
+    RagCase((
+        "Our support desk answers calls from 8 am to 6 pm on weekdays.",
+        "Refunds are paid back to the original card within 14 days.",
+        "Parcels to Iceland are sent with the carrier Nordpakk.",
+        "The returns address is Unit 9, Brackenfield Estate.",
+    ), (
+        RagQuestion("Within how many days are refunds paid back to the original card?", "14 days"),
+        RagQuestion("Which carrier sends parcels to Iceland?", "Nordpakk"),
+        RagQuestion("What is the returns address?", "Unit 9, Brackenfield Estate"),
+        RagQuestion("When does the support desk answer calls?", "from 8 am to 6 pm on weekdays"),
+    )),
+    RagCase((
+        "Dr. Saoirse Malloy leads the coral research group at the Tavistock Marine Institute.",
+        "The group's research vessel is named Wandering Tern.",
+        "Last year the group counted 212 species of reef fish.",
+        "Its field station is on the island of Inishcarra.",
+    ), (
+        RagQuestion("Who leads the coral research group at the Tavistock Marine Institute?", "Dr. Saoirse Malloy"),
+        RagQuestion("What is the group's research vessel named?", "Wandering Tern"),
+        RagQuestion("How many species of reef fish did the group count last year?", "212"),
+        RagQuestion("On which island is the field station?", "Inishcarra"),
+    )),
+    RagCase((
+        "The Brannock 7 is a folding bicycle that weighs 9.4 kilograms.",
+        "Its frame is made of titanium.",
+        "The Brannock 7 costs 1,890 dollars.",
+        "It is assembled in a workshop in Eindhoven.",
+    ), (
+        RagQuestion("How much does the Brannock 7 weigh?", "9.4 kilograms"),
+        RagQuestion("What is the frame of the Brannock 7 made of?", "titanium"),
+        RagQuestion("How much does the Brannock 7 cost?", "1,890 dollars"),
+        RagQuestion("Where is the Brannock 7 assembled?", "Eindhoven"),
+    )),
+    RagCase((
+        "The village of Lower Pellingham holds its cheese fair every October.",
+        "The fair's prize for the best cheese is the Silver Churn.",
+        "Last year the prize went to a goat cheese made by Hettie Blackwood.",
+    ), (
+        RagQuestion("When does Lower Pellingham hold its cheese fair?", "every October"),
+        RagQuestion("What is the fair's prize for the best cheese?", "the Silver Churn"),
+        RagQuestion("Who made the goat cheese that won last year?", "Hettie Blackwood"),
+        RagQuestion("Which village holds its cheese fair every October?", "Lower Pellingham"),
+    )),
+    RagCase((
+        "Project Tamarind moves the billing service to a new database.",
+        "The project lead is Rohan Deshpande.",
+        "The migration is planned for the weekend of 14 March.",
+        "During the migration invoices are stored in a queue called ledger-hold.",
+        "Questions go to the channel #billing-move.",
+    ), (
+        RagQuestion("Who is the project lead of Project Tamarind?", "Rohan Deshpande"),
+        RagQuestion("When is the migration planned?", "the weekend of 14 March"),
+        RagQuestion("What is the queue called that stores invoices during the migration?", "ledger-hold"),
+        RagQuestion("Where do questions go?", "#billing-move"),
+    )),
+    RagCase((
+        "Mount Aldric rises 2,311 metres above the valley of Sennet.",
+        "The first recorded ascent was made by Clémence Vautrin in 1859.",
+        "A hut called the Gentian Refuge stands below the summit.",
+        "The usual route starts at the hamlet of Brisach.",
+    ), (
+        RagQuestion("How high does Mount Aldric rise above the valley of Sennet?", "2,311 metres"),
+        RagQuestion("Who made the first recorded ascent of Mount Aldric?", "Clémence Vautrin"),
+        RagQuestion("What is the hut below the summit called?", "the Gentian Refuge"),
+        RagQuestion("Where does the usual route start?", "the hamlet of Brisach"),
+    )),
+    RagCase((
+        "The Orla Quartet was formed in Tallinn in 2009.",
+        "Its cellist is Mihkel Saar.",
+        "The quartet's best-known recording is Winter Ferries.",
+        "The quartet tours with a harpsichord named Greta.",
+    ), (
+        RagQuestion("Where was the Orla Quartet formed?", "Tallinn"),
+        RagQuestion("Who is the cellist of the Orla Quartet?", "Mihkel Saar"),
+        RagQuestion("What is the quartet's best-known recording?", "Winter Ferries"),
+        RagQuestion("In which year was the Orla Quartet formed?", "2009"),
+    )),
+)  # fmt: skip
+"""Short documents written by hand, with questions whose answers are verbatim spans of one passage."""
+
+RAG_FRAME = "Use the documents below to answer the question.\n\n{context}\n\nQuestion: {question}"
+"""A plain retrieval prompt written for this set (the other half of the set uses LlamaIndex's own)."""
+
+
+def _string_values(value: object) -> list[str]:
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in _string_values(item)]
+    return [value] if isinstance(value, str) else []
+
+
+def handwritten_values() -> list[str]:
+    """Every hand-written name, value, tool name and answer span of these sets (for contamination checks)."""
+    values = [name for name, _ in PEOPLE] + [city for _, city in PEOPLE] + list(TOOLS)
+    for case in TOOL_CASES:
+        values += _string_values(case.args) + [case.result]
+    values += [question.span for case in RAG_CASES for question in case.questions]
+    return list(dict.fromkeys(values))
+
+
+demo_values.reserve(handwritten_values())
