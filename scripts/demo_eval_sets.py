@@ -25,6 +25,13 @@ PEOPLE = (
 )  # fmt: skip
 """(name, city) pairs chosen by hand: short and long, accented, hyphenated, several words."""
 
+PERSON_PHRASINGS = (
+    "{name} is {age} and lives in {city}. Put that in a JSON record, please.",
+    "I need JSON for this person - name: {name}; age: {age}; home town: {city}.",
+    "Turn this into a JSON object: {name}, {age} years old, based in {city}.",
+)
+"""Phrasings of a person-record request written for the evaluation (not the training generator's)."""
+
 demo_values.reserve(name for name, _ in PEOPLE)
 demo_values.reserve(city for _, city in PEOPLE)
 
@@ -119,10 +126,10 @@ TOOL_CASES = (
              "Timer started"),
     ToolCase("Timer please, 3 minutes.", ("set_timer", "find_recipe", "get_weather"), "set_timer", {"minutes": 3},
              "Counting down from 3 minutes"),
-    ToolCase("Search flights from Wrocław to Lisbon.", ("search_flights", "book_table"), "search_flights",
-             {"origin": "Wrocław", "destination": "Lisbon"}, "Cheapest: 89 euros, departs 06:10"),
-    ToolCase("Find me flights from Nairobi to Kigali.", ("get_weather", "search_flights"), "search_flights",
-             {"origin": "Nairobi", "destination": "Kigali"}, "Three flights tomorrow, first at 07:45"),
+    ToolCase("Search flights from Wrocław to Ljubljana.", ("search_flights", "book_table"), "search_flights",
+             {"origin": "Wrocław", "destination": "Ljubljana"}, "Cheapest: 89 euros, departs 06:10"),
+    ToolCase("Find me flights from Mombasa to Kigali.", ("get_weather", "search_flights"), "search_flights",
+             {"origin": "Mombasa", "destination": "Kigali"}, "Three flights tomorrow, first at 07:45"),
     ToolCase("Are there flights from Winnipeg to Halifax? Search flights.", ("search_flights", "check_train", "set_timer"),
              "search_flights", {"origin": "Winnipeg", "destination": "Halifax"}, "One direct flight at 13:20"),
     ToolCase("Look up order QX-48213.", ("lookup_order", "send_email"), "lookup_order", {"order_id": "QX-48213"},

@@ -30,11 +30,12 @@ import json
 import math
 import os
 import random
+import re
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import demo_data  # noqa: E402
+import demo_eval_sets as sets  # noqa: E402  (before any generation: it reserves its values)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_DIR = REPO_ROOT / "diffgemma_engine" / "model" / "demo"
@@ -136,57 +138,6 @@ def mean(values: Sequence[float]) -> float:
 
 
 @dataclass(frozen=True)
-class GenerationRow:
-    """Generation metrics of one task format under one validation setting."""
-
-    task: str
-    validators: str
-    count: int
-    real_words: float
-    words: int
-    ended_eos: float
-    exact: float
-    valid_json: float | None = None
-    schema_valid: float | None = None
-    flagged: float | None = None
-    denoising_steps: float = 0.0
-    extra_steps: float = 0.0
-    repairs: float = 0.0
-    seconds: float = 0.0
-
-
-def generate_all(engine: Any, examples: Sequence[demo_data.Example], params_for: Any) -> list[Any]:
-    """Submit every prompt at once (the engine batches them step by step) and collect the results."""
-    streams = [
-        engine.submit(messages=[{"role": "user", "content": example.prompt}], params=params_for(index))
-        for index, example in enumerate(examples)
-    ]
-    return [stream.result() for stream in streams]
-
-
-def summarise(task: str, validators: str, examples: Sequence[demo_data.Example], results: Sequence[Any], eos_ids: Sequence[int],
-              lexicon: frozenset[str], seconds: float, schema: Mapping[str, Any] | None) -> GenerationRow:  # fmt: skip
-    texts = [result.text for result in results]
-    fraction, word_count = real_word_fraction(texts, lexicon)
-    return GenerationRow(
-        task=task,
-        validators=validators,
-        count=len(results),
-        real_words=fraction,
-        words=word_count,
-        ended_eos=mean([float(ended_with_eos(r.finish_reason, r.stop_reason, eos_ids)) for r in results]),
-        exact=mean([float(is_exact_answer(e, r.text)) for e, r in zip(examples, results)]),
-        valid_json=None if schema is None else mean([float(is_valid_json(t)) for t in texts]),
-        schema_valid=None if schema is None else mean([float(is_schema_valid(t, schema)) for t in texts]),
-        flagged=mean([float(r.finish_reason == "validation_failed") for r in results]),
-        denoising_steps=mean([float(r.stats.denoising_steps) for r in results]),
-        extra_steps=mean([float(r.validation.extra_steps) for r in results]),
-        repairs=mean([float(r.validation.repairs) for r in results]),
-        seconds=seconds,
-    )
-
-
-@dataclass(frozen=True)
 class LossRow:
     label: str
     model_t1: float
@@ -251,6 +202,430 @@ def training_unigram(tokenizer: Any, canvas_length: int, examples: int, seed: in
     return unigram_counts(canvases), unigram_counts(responses)
 
 
+# -- scoring the new tasks (pure functions on strings and parsed calls) -----------------------------
+
+RECORD_SCHEMA: dict = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "age": {"type": "integer"}, "city": {"type": "string"}},
+    "required": ["name", "age", "city"],
+    "additionalProperties": False,
+}
+"""The person schema of the evaluation: any name and city (``demo_data.PERSON_SCHEMA`` pins both to the old corpus)."""
+
+
+def normalise_span(text: str) -> str:
+    """Stripped, lower-cased, whitespace collapsed, one trailing period dropped."""
+    text = normalise_answer(text)
+    return text[:-1].rstrip() if text.endswith(".") else text
+
+
+def is_exact_span(text: str, span: str) -> bool:
+    return normalise_span(text) == normalise_span(span)
+
+
+def contains_span(text: str, span: str) -> bool:
+    return normalise_span(span) in normalise_answer(text)
+
+
+def is_right_call(calls: Sequence[Any], name: str, args: Mapping[str, Any]) -> bool:
+    """Exactly one call, parsed, of tool ``name`` with exactly ``args`` (numbers compare by value)."""
+    return len(calls) == 1 and calls[0].valid and calls[0].name == name and calls[0].args == dict(args)
+
+
+def are_valid_calls(calls: Sequence[Any], offered: Iterable[str]) -> bool:
+    """At least one call, and every call parses and names an offered tool."""
+    names = set(offered)
+    return bool(calls) and all(call.valid and call.name in names for call in calls)
+
+
+def tool_names(example: demo_data.Example) -> tuple[str, ...]:
+    return tuple(tool["function"]["name"] for tool in example.tools)
+
+
+def expected_call(example: demo_data.Example) -> tuple[str, dict]:
+    from diffgemma_adapters.formats import split_tool_calls
+
+    (call,) = split_tool_calls(example.answer)[1]
+    return call.name, call.args
+
+
+# -- the evaluation sets ----------------------------------------------------------------------------
+
+
+def people_examples(phrasings: Sequence[str], count: int) -> list[demo_data.Example]:
+    """Person records for the hand-written PEOPLE, in ``phrasings`` by turns, ages from a fixed seed."""
+    examples = []
+    for index in range(min(count, len(sets.PEOPLE))):
+        name, city = sets.PEOPLE[index]
+        age = random.Random(f"people:{index}").randint(18, 90)
+        record = demo_data.person_record(name, age, city)
+        prompt = phrasings[index % len(phrasings)].format(name=name, age=age, city=city)
+        examples.append(demo_data.Example(demo_data.JSON, "person", prompt, record, (record,)))
+    return examples
+
+
+def handwritten_tool_examples(count: int, answer: bool) -> list[demo_data.Example]:
+    """TOOL_CASES as calls to make (``answer=False``) or as conversations after the call and its result."""
+    from diffgemma_adapters.formats import format_tool_call
+
+    examples = []
+    for case in sets.TOOL_CASES[:count]:
+        tools = tuple(sets.TOOLS[name] for name in case.offered)
+        if not answer:
+            call = format_tool_call(case.tool, case.args)
+            examples.append(demo_data.Example("tool", "call", case.request, call, (call,), tools=tools))
+            continue
+        history = ({"role": "assistant", "content": "", "tool_calls": [[case.tool, case.args]]},
+                   {"role": "tool", "name": case.tool, "content": case.result})  # fmt: skip
+        examples.append(demo_data.Example("tool", "answer", case.request, case.result, (case.result,), tools=tools,
+                                          history=history))  # fmt: skip
+    return examples
+
+
+def handwritten_rag_examples(count: int) -> list[demo_data.Example]:
+    """RAG_CASES' questions over their passages: LlamaIndex's own QA prompt (when installed) and the
+    set's plain frame by turns; the answer is the span."""
+    frames = demo_data.framework_rag_frames()
+    examples = []
+    pairs = [(case, question) for case in sets.RAG_CASES for question in case.questions]
+    for index, (case, question) in enumerate(pairs[:count]):
+        context = "\n\n".join(case.passages)
+        if frames and index % 2 == 0:
+            system, prompt = frames[0](context, question.question)
+        else:
+            system, prompt = "", sets.RAG_FRAME.format(context=context, question=question.question)
+        examples.append(demo_data.Example("rag", "span", prompt, question.span, (question.span,), system=system))
+    return examples
+
+
+def long_rag_examples(engine: Any, count: int, min_tokens: int, max_tokens: int, seed: int = 2048) -> list[tuple[demo_data.Example, int]]:
+    """``count`` generated RAG prompts of ``min_tokens``–``max_tokens`` prompt tokens (as rendered), with lengths."""
+    rng = random.Random(f"{seed}:long")
+    found = []
+    while len(found) < count:
+        example = demo_data.rag_example(rng, passages=rng.randint(36, 64))
+        tokens = engine.count_tokens(engine.render_chat(demo_data.chat_messages(example)))
+        if min_tokens <= tokens <= max_tokens:
+            found.append((example, tokens))
+    return found
+
+
+# -- running requests -------------------------------------------------------------------------------
+
+
+def run_all(submitters: Sequence[Any]) -> tuple[list[Any], float]:
+    """Submit every request at once (the engine batches them step by step), then collect the results; a
+    request the engine refuses or fails yields its error in place of a result."""
+    from diffgemma_engine import DiffGemmaError
+
+    started = time.monotonic()
+    handles: list[Any] = []
+    for submit in submitters:
+        try:
+            handles.append(submit())
+        except (DiffGemmaError, ValueError) as error:
+            handles.append(error)
+    results = []
+    for handle in handles:
+        if isinstance(handle, Exception):
+            results.append(handle)
+            continue
+        try:
+            results.append(handle.result())
+        except (DiffGemmaError, ValueError) as error:
+            results.append(error)
+    return results, time.monotonic() - started
+
+
+@dataclass(frozen=True)
+class ScoreRow:
+    """One evaluation set under one setting: each score is the fraction of requests that met it."""
+
+    task: str
+    source: str
+    setting: str
+    count: int
+    scores: tuple[tuple[str, float], ...]
+    denoising_steps: float
+    extra_steps: float
+    seconds: float
+    samples: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Evaluator:
+    """The engine and the request settings every measurement shares."""
+
+    engine: Any
+    max_new_tokens: int
+
+    def params(self, index: int, validators: bool = False, steps: int | None = None) -> Any:
+        from diffgemma_engine import SamplingParams
+
+        extra: dict[str, Any] = {}
+        if validators:
+            extra = {"validators": ("builtin.json",), "validator_options": {"builtin.json": {"schema": RECORD_SCHEMA}},
+                     "on_exhausted": "return_flagged"}  # fmt: skip
+        return SamplingParams(seed=index, max_new_tokens=self.max_new_tokens, max_denoising_steps=steps, **extra)
+
+    def generate(self, examples: Sequence[demo_data.Example], validators: bool = False,
+                 steps: int | None = None) -> tuple[list[Any], float]:  # fmt: skip
+        submitters = [
+            (lambda e=example, i=index: self.engine.submit(messages=demo_data.chat_messages(e), params=self.params(i, validators, steps)))
+            for index, example in enumerate(examples)
+        ]  # fmt: skip
+        return run_all(submitters)
+
+    def forced_calls(self, examples: Sequence[demo_data.Example], validators: bool,
+                     steps: int | None = None) -> tuple[list[Any], list[list[Any]], float]:  # fmt: skip
+        """Tool calls forced as ``tool_choice=<the expected tool>`` forces them (the adapters' and the server's
+        one request builder): the turn is prefilled with the call marker and the name, and ``builtin.tool_call``
+        checks and repairs the arguments; ``validators=False`` drops the validator, keeping the prefill."""
+        import dataclasses
+
+        from diffgemma_adapters.chat import Turn
+        from diffgemma_adapters.request import prepare_request
+        from diffgemma_adapters.settings import GenerationSettings
+
+        settings = GenerationSettings(engine=self.engine)
+        prepared = []
+        for index, example in enumerate(examples):
+            turns = ([Turn("system", example.system)] if example.system else []) + [Turn("user", example.prompt)]
+            request = prepare_request(settings, turns=turns, tools=example.tools, tool_choice=expected_call(example)[0],
+                                      seed=index, max_tokens=self.max_new_tokens, max_denoising_steps=steps,
+                                      on_validation_failure="return_flagged")  # fmt: skip
+            if not validators:
+                request = dataclasses.replace(request, params=dataclasses.replace(request.params, validators=(), validator_options={}))
+            prepared.append(request)
+        results, seconds = run_all([request.submit for request in prepared])
+        calls = [[] if isinstance(result, Exception) else request.tool_assembler().finish(result.token_ids)[1]
+                 for request, result in zip(prepared, results)]  # fmt: skip
+        return results, calls, seconds
+
+    def decode_calls(self, result: Any) -> tuple[str, list[Any]]:
+        from diffgemma_adapters.formats import marker_decoder, split_tool_calls
+
+        return split_tool_calls(marker_decoder(self.engine.tokenizer)(result.token_ids))
+
+
+def scored_row(task: str, source: str, setting: str, examples: Sequence[demo_data.Example], results: Sequence[Any],
+               seconds: float, score: Any, eos_ids: Sequence[int]) -> ScoreRow:  # fmt: skip
+    """``score(example, result) -> {column: bool}`` for each answered request; refused requests score False."""
+    columns: dict[str, list[float]] = {}
+    answered = [r for r in results if not isinstance(r, Exception)]
+    for example, result in zip(examples, results):
+        marks = score(example, result) if not isinstance(result, Exception) else None
+        if marks is None:
+            marks = {column: False for column in score(example, None)}
+        marks["ends in EOS"] = not isinstance(result, Exception) and ended_with_eos(result.finish_reason, result.stop_reason, eos_ids)
+        for column, mark in marks.items():
+            columns.setdefault(column, []).append(float(mark))
+    samples = tuple((e.prompt[-80:], r.text if not isinstance(r, Exception) else f"<{type(r).__name__}: {r}>")
+                    for e, r in list(zip(examples, results))[:3])  # fmt: skip
+    return ScoreRow(
+        task, source, setting, len(results), tuple((column, mean(marks)) for column, marks in columns.items()),
+        mean([float(r.stats.denoising_steps) for r in answered]), mean([float(r.validation.extra_steps) for r in answered]),
+        seconds, samples,
+    )  # fmt: skip
+
+
+def _text_scores(check: Any) -> Any:
+    def score(example: demo_data.Example, result: Any) -> dict[str, bool]:
+        return check(example, "" if result is None else result.text)
+
+    return score
+
+
+def measure_short(ev: Evaluator, count: int, eos_ids: Sequence[int]) -> list[ScoreRow]:
+    examples = demo_data.heldout_examples(demo_data.SHORT, count)
+    results, seconds = ev.generate(examples)
+    score = _text_scores(lambda e, text: {"exact": is_exact_answer(e, text)})
+    return [scored_row("short answers", "held-out phrasings", "none", examples, results, seconds, score, eos_ids)]
+
+
+def _json_score(example: demo_data.Example, text: str) -> dict[str, bool]:
+    return {"exact record": is_exact_answer(example, text), "valid JSON": is_valid_json(text),
+            "schema-valid": is_schema_valid(text, RECORD_SCHEMA)}  # fmt: skip
+
+
+def json_sets(count: int) -> list[tuple[str, list[demo_data.Example]]]:
+    return [
+        ("generator held-out", demo_data.heldout_examples(demo_data.JSON, count)),
+        ("hand-written PEOPLE, training phrasings", people_examples(demo_data.JSON_TEMPLATES_CITY, count)),
+        ("hand-written PEOPLE, own phrasings", people_examples(sets.PERSON_PHRASINGS, count)),
+    ]
+
+
+def measure_json(ev: Evaluator, count: int, eos_ids: Sequence[int]) -> list[ScoreRow]:
+    rows = []
+    for source, examples in json_sets(count):
+        for validators in (False, True):
+            results, seconds = ev.generate(examples, validators=validators)
+            setting = "`builtin.json` + schema + repair" if validators else "none"
+            rows.append(scored_row("JSON persons", source, setting, examples, results, seconds, _text_scores(_json_score), eos_ids))
+    return rows
+
+
+def measure_tools(ev: Evaluator, count: int, eos_ids: Sequence[int]) -> list[ScoreRow]:
+    def score(example: demo_data.Example, result: Any) -> dict[str, bool]:
+        calls = [] if result is None else ev.decode_calls(result)[1]
+        name, args = expected_call(example)
+        return {"right tool and args": is_right_call(calls, name, args), "parse-valid": are_valid_calls(calls, tool_names(example))}
+
+    rows = []
+    for source, examples in (("generator held-out tools", demo_data.heldout_examples("tool", count)),
+                             ("hand-written TOOL_CASES", handwritten_tool_examples(count, answer=False))):  # fmt: skip
+        results, seconds = ev.generate(examples)
+        rows.append(scored_row("tool calls", source, "none (tool_choice auto)", examples, results, seconds, score, eos_ids))
+    return rows
+
+
+def measure_tool_answers(ev: Evaluator, count: int, eos_ids: Sequence[int]) -> list[ScoreRow]:
+    def score(example: demo_data.Example, result: Any) -> dict[str, bool]:
+        visible = "" if result is None else ev.decode_calls(result)[0]
+        return {"contains the result": contains_span(visible, example.history[-1]["content"])}
+
+    rows = []
+    for source, examples in (("generator held-out tools", demo_data.heldout_examples("tool_answer", count)),
+                             ("hand-written TOOL_CASES", handwritten_tool_examples(count, answer=True))):  # fmt: skip
+        results, seconds = ev.generate(examples)
+        rows.append(scored_row("answer from a tool result", source, "none", examples, results, seconds, score, eos_ids))
+    return rows
+
+
+def _rag_score(example: demo_data.Example, text: str) -> dict[str, bool]:
+    return {"exact span": is_exact_span(text, example.answer), "contains span": contains_span(text, example.answer)}
+
+
+def measure_rag(ev: Evaluator, count: int, eos_ids: Sequence[int]) -> list[ScoreRow]:
+    rows = []
+    for source, examples in (("generator held-out", demo_data.heldout_examples("rag", count)),
+                             ("hand-written RAG_CASES", handwritten_rag_examples(count))):  # fmt: skip
+        results, seconds = ev.generate(examples)
+        rows.append(scored_row("RAG (extractive)", source, "none", examples, results, seconds, _text_scores(_rag_score), eos_ids))
+    return rows
+
+
+def measure_long(ev: Evaluator, count: int, min_tokens: int, eos_ids: Sequence[int]) -> tuple[list[ScoreRow], list[int]]:
+    """Long generated RAG prompts (>= ``min_tokens`` prompt tokens): accuracy, and how many the engine took."""
+    room = ev.engine.context_length - ev.max_new_tokens
+    # A checkpoint whose room is smaller still gets prompts just over min_tokens: the engine must refuse them.
+    found = long_rag_examples(ev.engine, count, min_tokens, room if room >= min_tokens else min_tokens + 1024)
+    examples, lengths = [e for e, _ in found], [n for _, n in found]
+
+    def score(example: demo_data.Example, result: Any) -> dict[str, bool]:
+        marks = _rag_score(example, "" if result is None else result.text)
+        marks["accepted"] = result is not None
+        return marks
+
+    results, seconds = ev.generate(examples)
+    source = f"generated, {min(lengths)}–{max(lengths)} prompt tokens"
+    return [scored_row("long RAG prompts", source, "none", examples, results, seconds, score, eos_ids)], lengths
+
+
+@dataclass(frozen=True)
+class CurveRow:
+    task: str
+    cap: str
+    validators: str
+    count: int
+    valid: float | None
+    exact: float
+    denoising_steps: float
+    seconds: float
+
+
+STEP_CAPS = (1, 2, 4, None)
+
+
+def measure_curve(ev: Evaluator, count: int, caps: Sequence[int | None] = STEP_CAPS) -> list[CurveRow]:
+    """Denoising-step cap vs validity vs time, on the hand-written sets, with and without validators."""
+    rows = []
+    people = people_examples(demo_data.JSON_TEMPLATES_CITY, count)
+    tools = handwritten_tool_examples(count, answer=False)
+    rag = handwritten_rag_examples(count)
+    for cap in caps:
+        label = "default" if cap is None else str(cap)
+        for validators in (False, True):
+            results, seconds = ev.generate(people, validators=validators, steps=cap)
+            texts = ["" if isinstance(r, Exception) else r.text for r in results]
+            rows.append(CurveRow(
+                "JSON persons (hand-written)", label, "`builtin.json`" if validators else "none", len(people),
+                mean([float(is_schema_valid(t, RECORD_SCHEMA)) for t in texts]),
+                mean([float(is_exact_answer(e, t)) for e, t in zip(people, texts)]), _steps(results), seconds,
+            ))  # fmt: skip
+            results, calls, seconds = ev.forced_calls(tools, validators=validators, steps=cap)
+            rows.append(CurveRow(
+                "tool calls, forced (hand-written)", label, "`builtin.tool_call`" if validators else "none", len(tools),
+                mean([float(are_valid_calls(c, tool_names(e))) for e, c in zip(tools, calls)]),
+                mean([float(is_right_call(c, *expected_call(e))) for e, c in zip(tools, calls)]), _steps(results), seconds,
+            ))  # fmt: skip
+        results, seconds = ev.generate(rag, steps=cap)
+        texts = ["" if isinstance(r, Exception) else r.text for r in results]
+        rows.append(CurveRow("RAG (hand-written)", label, "none", len(rag), None,
+                             mean([float(is_exact_span(t, e.answer)) for e, t in zip(rag, texts)]), _steps(results), seconds))  # fmt: skip
+    order = list(dict.fromkeys(row.task for row in rows))
+    return sorted(rows, key=lambda row: order.index(row.task))  # stable: caps in order within a task
+
+
+def _steps(results: Sequence[Any]) -> float:
+    return mean([float(r.stats.denoising_steps) for r in results if not isinstance(r, Exception)])
+
+
+# -- contamination ----------------------------------------------------------------------------------
+
+
+def value_pattern(values: Iterable[str]) -> re.Pattern[str] | None:
+    """One case-insensitive pattern matching any of ``values`` as whole words (values without a letter,
+    such as bare numbers, are left out: they occur everywhere)."""
+    wanted = sorted({v for v in values if any(c.isalpha() for c in v)}, key=len, reverse=True)
+    if not wanted:
+        return None
+    return re.compile(r"(?<!\w)(?:" + "|".join(re.escape(v) for v in wanted) + r")(?!\w)", re.IGNORECASE)
+
+
+def example_text(example: demo_data.Example) -> str:
+    return "\n".join((example.system, example.prompt, example.answer, json.dumps(example.tools, ensure_ascii=False),
+                      json.dumps(example.history, ensure_ascii=False)))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Contamination:
+    steps: int
+    examples: int
+    contaminated: int
+    hits: tuple[tuple[str, int], ...]  # (value as found, lower-cased; examples holding it), most first
+
+
+def check_contamination(values: Iterable[str], steps: int, seed: int, scale: float, reserved_in_training: bool) -> Contamination:
+    """Regenerate the training stream of ``steps`` batches (``TrainingStream(seed).next_batch(scale)``, as
+    ``train_demo_model.py`` draws them) and count the examples whose text holds a hand-written value.
+
+    ``reserved_in_training``: whether the training process had the hand-written values reserved (imported
+    :mod:`demo_eval_sets`); reservations change which values the generator draws, so the regenerated stream
+    matches the trained one only with the same setting."""
+    import demo_values
+
+    pattern = value_pattern(values)
+    saved = set(demo_values.RESERVED)
+    if not reserved_in_training:
+        demo_values.RESERVED.clear()
+    try:
+        stream = demo_data.TrainingStream(seed)
+        examples = contaminated = 0
+        hits: Counter[str] = Counter()
+        for _ in range(steps):
+            for example in stream.next_batch(scale):
+                examples += 1
+                found = set() if pattern is None else {m.lower() for m in pattern.findall(example_text(example))}
+                contaminated += bool(found)
+                hits.update(found)
+    finally:
+        demo_values.RESERVED.clear()
+        demo_values.RESERVED.update(saved)
+    return Contamination(steps, examples, contaminated, tuple(hits.most_common()))
+
+
 # -- report -----------------------------------------------------------------------------------------
 
 
@@ -258,36 +633,68 @@ def _pct(value: float | None) -> str:
     return "—" if value is None or math.isnan(value) else f"{100 * value:.0f} %"
 
 
-def markdown_report(model_dir: str, losses: Sequence[LossRow], rows: Sequence[GenerationRow], meta: Mapping[str, Any]) -> str:
+def _num(value: float) -> str:
+    return "—" if math.isnan(value) else f"{value:.1f}"
+
+
+def _score_tables(rows: Sequence[ScoreRow]) -> list[str]:
+    lines: list[str] = []
+    for task in dict.fromkeys(row.task for row in rows):
+        group = [row for row in rows if row.task == task]
+        columns = list(dict.fromkeys(column for row in group for column, _ in row.scores))
+        lines += ["", f"{task}:", "",
+                  "| set | validators | n | " + " | ".join(columns) + " | denoising steps / answer | wall time |",
+                  "|---|---|---|" + "---|" * len(columns) + "---|---|"]  # fmt: skip
+        for row in group:
+            scores = dict(row.scores)
+            cells = " | ".join(_pct(scores.get(column)) for column in columns)
+            lines.append(f"| {row.source} | {row.setting} | {row.count} | {cells} | {_num(row.denoising_steps)} | {row.seconds:.0f} s |")
+    return lines
+
+
+def markdown_report(losses: Sequence[LossRow], rows: Sequence[ScoreRow], curve: Sequence[CurveRow],
+                    meta: Mapping[str, Any]) -> str:  # fmt: skip
     lines = [
-        f"Measured by `python scripts/eval_demo_model.py` on `{meta['model_name']}` ({meta['device']}, "
-        f"{meta['count']} held-out prompts per task format, seeds 0–{meta['count'] - 1}, sampler defaults from "
-        f"`generation_config.json`, max_new_tokens {meta['max_new_tokens']}).",
-        "",
-        "Held-out canvas-denoising loss (nats per position; lower is better; no self-conditioning):",
-        "",
-        "| Task | model, t = 1 (canvas) | model, t = 1 (response) | model, mean t (canvas) | model, mean t (response) "
-        "| unigram (canvas) | unigram (response) |",
-        "|---|---|---|---|---|---|---|",
+        f"Measured by `python scripts/eval_demo_model.py {meta['arguments']}` on `{meta['model_name']}` ({meta['device']}; "
+        f"up to {meta['count']} prompts per set, rendered as the adapters render them, one seed per prompt (its index), "
+        f"sampler defaults from `generation_config.json`, max_new_tokens {meta['max_new_tokens']}, every request of a set "
+        f"submitted at once). Generator sets come from `scripts/demo_data.py`'s held-out split; hand-written sets from "
+        f"`scripts/demo_eval_sets.py`, a separate source whose values the generator never draws.",
     ]
-    for row in losses:
-        lines.append(f"| {row.label} | {row.model_t1:.3f} | {row.model_t1_response:.3f} | {row.model_avg:.3f} | "
-                     f"{row.model_avg_response:.3f} | {row.unigram:.3f} | {row.unigram_response:.3f} |")  # fmt: skip
-    lines += [
-        "",
-        "Generations:",
-        "",
-        "| Task | validators | real words | ends in EOS | exact answer | valid JSON | schema-valid | flagged "
-        "| denoising steps / answer | extra steps (repair) | repairs | wall time |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for row in rows:
-        lines.append(
-            f"| {row.task} | {row.validators} | {_pct(row.real_words)} ({row.words} words) | {_pct(row.ended_eos)} | {_pct(row.exact)} | "
-            f"{_pct(row.valid_json)} | {_pct(row.schema_valid)} | {_pct(row.flagged)} | {row.denoising_steps:.1f} | "
-            f"{row.extra_steps:.1f} | {row.repairs:.2f} | {row.seconds:.0f} s |"
-        )
+    if losses:
+        lines += [
+            "", "Held-out canvas-denoising loss (nats per position; lower is better; no self-conditioning):", "",
+            "| Task | model, t = 1 (canvas) | model, t = 1 (response) | model, mean t (canvas) | model, mean t (response) "
+            "| unigram (canvas) | unigram (response) |",
+            "|---|---|---|---|---|---|---|",
+        ]  # fmt: skip
+        for row in losses:
+            lines.append(f"| {row.label} | {row.model_t1:.3f} | {row.model_t1_response:.3f} | {row.model_avg:.3f} | "
+                         f"{row.model_avg_response:.3f} | {row.unigram:.3f} | {row.unigram_response:.3f} |")  # fmt: skip
+    lines += _score_tables(rows)
+    if meta.get("long_lengths"):
+        lengths = sorted(meta["long_lengths"])
+        lines += ["", f"Long prompts: {len(lengths)} prompts of {lengths[0]}–{lengths[-1]} tokens (median "
+                      f"{lengths[len(lengths) // 2]}); prompt room of the checkpoint: {meta['context_length']} tokens "
+                      f"(prompt plus response)."]  # fmt: skip
+    if curve:
+        lines += [
+            "", "Denoising steps vs validity vs time (hand-written sets; cap = `max_denoising_steps` per canvas; tool calls "
+            "forced as `tool_choice=<tool>` forces them; valid = schema-valid JSON / every call parses and names an "
+            "offered tool):", "",
+            "| task | step cap | validators | n | valid | exact | denoising steps / answer | wall time |",
+            "|---|---|---|---|---|---|---|---|",
+        ]  # fmt: skip
+        for row in curve:
+            lines.append(f"| {row.task} | {row.cap} | {row.validators} | {row.count} | {_pct(row.valid)} | {_pct(row.exact)} "
+                         f"| {_num(row.denoising_steps)} | {row.seconds:.0f} s |")  # fmt: skip
     return "\n".join(lines)
+
+
+def contamination_report(found: Contamination) -> str:
+    top = ", ".join(f"{value} ({count})" for value, count in found.hits[:15]) or "none"
+    return (f"Contamination: {found.contaminated} of {found.examples} training examples ({found.steps} steps) hold a "
+            f"hand-written value as a whole word; most frequent: {top}.")  # fmt: skip
 
 
 def replace_between_markers(text: str, body: str) -> str:
@@ -305,69 +712,112 @@ def write_results(paths: Iterable[Path], body: str) -> None:
             print(f"wrote the results into {path}")
 
 
+TASKS = ("loss", "short", "json", "tool", "tool_answer", "rag", "long", "curve")
+
+
+def parse_tasks(text: str) -> tuple[str, ...]:
+    chosen = tuple(task.strip() for task in text.split(",") if task.strip())
+    unknown = [task for task in chosen if task not in TASKS]
+    if unknown:
+        raise ValueError(f"--tasks: unknown {unknown}; choose from {', '.join(TASKS)}")
+    return chosen
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Evaluate the demo checkpoint (Markdown table on stdout).")
+    parser = argparse.ArgumentParser(description="Evaluate the demo checkpoint (Markdown tables on stdout).")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="checkpoint directory")
-    parser.add_argument("--count", type=int, default=50, help="held-out prompts per task format")
-    parser.add_argument("--max-new-tokens", type=int, default=0, help="0: two canvases")
+    parser.add_argument("--count", type=int, default=40, help="prompts per set at most (hand-written sets have 40)")
+    parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, of: {', '.join(TASKS)}")
+    parser.add_argument("--long-count", type=int, default=20, help="long RAG prompts")
+    parser.add_argument("--long-min-tokens", type=int, default=2048, help="prompt tokens of a long RAG prompt at least")
+    parser.add_argument("--curve-count", type=int, default=0, help="prompts per set in the steps curve (0: --count)")
+    parser.add_argument("--max-new-tokens", type=int, default=0, help="0: three canvases")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--max-running", type=int, default=16, help="requests denoised together")
     parser.add_argument("--unigram-examples", type=int, default=20_000, help="training examples for the unigram baseline")
     parser.add_argument("--seed", type=int, default=0, help="seed of the corruption draws in the loss")
-    parser.add_argument("--skip-repair", action="store_true", help="only measure without validators")
+    parser.add_argument("--check-contamination", action="store_true",
+                        help="regenerate the training stream (--train-steps batches) and count examples holding a hand-written value")
+    parser.add_argument("--train-steps", type=int, help="training steps the checkpoint's run took (for --check-contamination)")
+    parser.add_argument("--train-seed", type=int, default=0, help="the training run's --seed")
+    parser.add_argument("--train-batch-scale", type=float, default=1.0, help="the run's --batch-size / 48")
+    parser.add_argument("--train-reserved", action="store_true",
+                        help="the training process had demo_eval_sets imported (its values reserved); default: it had not")
     parser.add_argument("--json-out", type=Path, help="also write the raw numbers here")
     parser.add_argument("--write-results", action="store_true",
-                        help="write the table into the checkpoint's README.md and docs/demo-model.md")
+                        help="write the tables into the checkpoint's README.md and docs/demo-model.md")
     args = parser.parse_args(argv)
+    try:
+        tasks = parse_tasks(args.tasks)
+    except ValueError as error:
+        parser.error(str(error))
+    if args.check_contamination and not args.train_steps:
+        parser.error("--check-contamination needs --train-steps N (the steps the training run took)")
 
-    from diffgemma_engine import Engine, SamplingParams
+    contamination = None
+    if args.check_contamination:
+        started = time.monotonic()
+        contamination = check_contamination(sets.handwritten_values(), args.train_steps, args.train_seed,
+                                             args.train_batch_scale, args.train_reserved)  # fmt: skip
+        print(contamination_report(contamination) + f" ({time.monotonic() - started:.0f} s)\n", flush=True)
+        if not tasks:
+            return 0
+
+    from diffgemma_engine import Engine
 
     engine = Engine(model=str(args.model), device=args.device, max_running=args.max_running)
+    losses: list[LossRow] = []
+    rows: list[ScoreRow] = []
+    curve: list[CurveRow] = []
+    meta: dict[str, Any] = {}
     try:
         eos_ids = engine.loaded.defaults.eos_token_ids
-        max_new_tokens = args.max_new_tokens or 2 * engine.canvas_length
-        lexicon = demo_data.lexicon()
-        schema = demo_data.PERSON_SCHEMA
-        tasks = {task: demo_data.heldout_examples(task, args.count) for task in demo_data.TASK_FORMATS}
-
-        counts = training_unigram(engine.tokenizer, engine.canvas_length, args.unigram_examples, seed=0)
-        labels = {demo_data.SHORT: "short answers", demo_data.JSON: "JSON records"}
-        losses = [measure_losses(engine, tasks[task], labels[task], counts, args.seed) for task in demo_data.TASK_FORMATS]
-
-        rows = []
-        plain = lambda index: SamplingParams(seed=index, max_new_tokens=max_new_tokens)  # noqa: E731
-        repaired = lambda index: SamplingParams(  # noqa: E731
-            seed=index, max_new_tokens=max_new_tokens, validators=("builtin.json",),
-            validator_options={"builtin.json": {"schema": schema}}, on_exhausted="return_flagged",
-        )  # fmt: skip
-        settings = [("short answers", demo_data.SHORT, "none", plain, None),
-                    ("JSON records", demo_data.JSON, "none", plain, schema)]  # fmt: skip
-        if not args.skip_repair:
-            settings.append(("JSON records", demo_data.JSON, "`builtin.json` + repair", repaired, schema))
-        samples: dict[str, list[tuple[str, str]]] = {}
-        for label, task, validators, params_for, row_schema in settings:
-            started = time.monotonic()
-            results = generate_all(engine, tasks[task], params_for)
-            seconds = time.monotonic() - started
-            rows.append(summarise(label, validators, tasks[task], results, eos_ids, lexicon, seconds, row_schema))
-            samples[f"{label} / {validators}"] = [(e.prompt, r.text) for e, r in zip(tasks[task][:5], results[:5])]
-        meta = {"model_name": args.model.name, "device": engine.device, "count": args.count, "max_new_tokens": max_new_tokens}
-        report = markdown_report(str(args.model), losses, rows, meta)
+        ev = Evaluator(engine, args.max_new_tokens or 3 * engine.canvas_length)
+        if "loss" in tasks:
+            counts = training_unigram(engine.tokenizer, engine.canvas_length, args.unigram_examples, seed=0)
+            for task in demo_data.TASK_FORMATS:
+                examples = demo_data.heldout_examples(task, args.count)
+                losses.append(measure_losses(engine, examples, task, counts, args.seed))
+        measures = {"short": measure_short, "json": measure_json, "tool": measure_tools,
+                    "tool_answer": measure_tool_answers, "rag": measure_rag}  # fmt: skip
+        for task in tasks:
+            if task in measures:
+                for row in measures[task](ev, args.count, eos_ids):
+                    rows.append(row)
+                    _print_progress(row)
+        if "long" in tasks:
+            long_rows, meta["long_lengths"] = measure_long(ev, args.long_count, args.long_min_tokens, eos_ids)
+            rows += long_rows
+        if "curve" in tasks:
+            curve = measure_curve(ev, args.curve_count or args.count)
+        shown = [arg for arg in (argv if argv is not None else sys.argv[1:]) if arg != "--write-results"]
+        meta.update({"model_name": args.model.name, "device": engine.device, "count": args.count,
+                     "max_new_tokens": ev.max_new_tokens, "context_length": engine.context_length,
+                     "arguments": " ".join(shown)})  # fmt: skip
+        report = markdown_report(losses, rows, curve, meta)
+        if contamination is not None:
+            report += "\n\n" + contamination_report(contamination)
     finally:
         engine.shutdown()
 
     print(report)
-    print("\nSamples (prompt → answer):")
-    for setting, pairs in samples.items():
-        print(f"\n{setting}:")
-        for prompt, text in pairs:
-            print(f"  {prompt!r} → {text!r}")
+    print("\nSamples (prompt end → answer):")
+    for row in rows:
+        print(f"\n{row.task} / {row.source} / {row.setting}:")
+        for prompt, text in row.samples:
+            print(f"  …{prompt!r} → {text!r}")
     if args.json_out:
-        payload = {"meta": meta, "losses": [vars(r) for r in losses], "generations": [vars(r) for r in rows], "samples": samples}
-        args.json_out.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+        payload = {"meta": meta, "losses": [asdict(r) for r in losses], "sets": [asdict(r) for r in rows],
+                   "curve": [asdict(r) for r in curve], "contamination": contamination and asdict(contamination)}  # fmt: skip
+        args.json_out.write_text(json.dumps(payload, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     if args.write_results:
         write_results([args.model / "README.md", DOCS_PAGE], report)
     return 0
+
+
+def _print_progress(row: ScoreRow) -> None:
+    scores = ", ".join(f"{column} {_pct(value)}" for column, value in row.scores)
+    print(f"[{row.task} / {row.source} / {row.setting}] {scores}; {row.seconds:.0f} s", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,11 @@
 ``chat.completions.parse(response_format=Person)`` against ``diffgemma serve`` (in this process, on loopback).
 
 Two prompt sets of 40 each: ``heldout`` draws the demo corpus's held-out names through its own generator
-(``scripts/demo_data.py``); ``handwritten`` is a list written for this script, with ordinary names and cities
-from many countries and one sentence pattern, unrelated to the training generator.
+(``scripts/demo_data.py``); ``handwritten`` is ``demo_eval_sets.PEOPLE``, a list written by hand, with ordinary
+names and cities from many countries (accented, hyphenated, several words) in one sentence pattern, unrelated to
+the training generator.
 
-Not a test (minutes on a CPU): ``python scripts/measure_structured_output.py [--sets heldout,handwritten]``.
+Not a test (minutes on a CPU): ``python scripts/measure_structured_output.py [--model DIR] [--sets heldout,handwritten]``.
 A response counts as valid when the path returns a ``Person`` (the JSON validator passed and pydantic
 accepted it); "copied" additionally means the record has the prompt's name and age (and city, when the
 prompt names one).
@@ -28,21 +29,13 @@ from pydantic import BaseModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import demo_data  # noqa: E402  (scripts/demo_data.py: the demo corpus and its held-out names)
+import demo_eval_sets  # noqa: E402  (scripts/demo_eval_sets.py: the hand-written PEOPLE)
 
 
 class Person(BaseModel):
     name: str
     age: int
     city: str
-
-
-HANDWRITTEN = (
-    ("Tomasz", "Riga"), ("Pedro", "Porto"), ("Yuki", "Kyoto"), ("Maren", "Bergen"), ("Tariq", "Amman"),
-    ("Ilse", "Graz"), ("Chidi", "Lagos"), ("Ana", "Quito"), ("Linh", "Hanoi"), ("Sione", "Apia"),
-    ("Olga", "Minsk"), ("Kwame", "Accra"), ("Aroha", "Napier"), ("Lars", "Aarhus"), ("Fatima", "Rabat"),
-    ("Mateo", "Cusco"), ("Priya", "Pune"), ("Emre", "Izmir"), ("Noa", "Haifa"), ("Bjorn", "Umea"),
-)
-"""Names and cities chosen by hand for this measurement, not drawn from the demo corpus's lists."""
 
 
 def heldout_prompts(count: int, seed: int) -> list[tuple[str, dict]]:
@@ -55,7 +48,7 @@ def handwritten_prompts(count: int, seed: int) -> list[tuple[str, dict]]:
     rng = random.Random(seed)
     cases = []
     for index in range(count):
-        name, city = HANDWRITTEN[index % len(HANDWRITTEN)]
+        name, city = demo_eval_sets.PEOPLE[index % len(demo_eval_sets.PEOPLE)]
         age = rng.randint(18, 90)
         prompt = f"Make a JSON record for a person named {name} aged {age} who lives in {city}."
         cases.append((prompt, {"name": name, "age": age, "city": city}))
@@ -142,7 +135,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--count", type=int, default=40)
     parser.add_argument("--seed", type=int, default=2026)
-    parser.add_argument("--model", default=None, help="default: the packaged demo model")
+    parser.add_argument("--model", default=None, help="a checkpoint directory or model name; default: the packaged demo model")
     parser.add_argument("--sets", default="heldout,handwritten", help=f"comma-separated: {', '.join(PROMPT_SETS)}")
     args = parser.parse_args()
     with local_server(args.model) as base_url:
