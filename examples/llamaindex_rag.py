@@ -1,7 +1,12 @@
 """Retrieval-augmented answers with LlamaIndex and DiffusionGemma, fully offline.
 
-A ``VectorStoreIndex`` over a few documents, with ``MockEmbedding`` (no embedding model needed) and
-``Settings.llm = DiffusionGemma(...)``, answering a sync, a streaming and an async query.
+A ``VectorStoreIndex`` over a few short documents, with ``MockEmbedding`` (no embedding model needed) and
+``Settings.llm = DiffusionGemma()``, answering a sync, a streaming and an async query.
+
+The default ``demo`` model was trained on extractive questions: a context of short factual sentences (in
+LlamaIndex's own question-answering prompt) and a question that reuses one sentence's wording with the
+answer left out ("The shared engine batches concurrent requests." -> "What does the shared engine
+batch?"); the answer copies the missing span. The script prints the expected span next to each answer.
 
 Run:  python examples/llamaindex_rag.py [MODEL]
 Needs the ``llamaindex`` extra: pip install "diffgemma-plugins[llamaindex]".
@@ -18,36 +23,45 @@ from llama_index.core.embeddings import MockEmbedding
 from diffgemma_adapters.llamaindex import DiffusionGemma
 
 DOCUMENTS = [
-    "DiffusionGemma writes a whole block of tokens at once and refines it over a few denoising steps.",
-    "The shared engine batches concurrent requests from every framework on one copy of the weights.",
-    "Validators check each block before it is committed and repair bad tokens in place.",
+    "The shared engine batches concurrent requests.",
+    "The validator checks every committed block.",
+    "The demo model runs on one CPU.",
+    "Tomasz lives in Riga.",
 ]
+QUESTION = "What does the shared engine batch?"
+EXPECTED = "concurrent requests"
+
+
+def is_expected(answer: str) -> bool:
+    return answer.strip().rstrip(".").strip().lower() == EXPECTED
 
 
 def main(model: str | None) -> None:
-    # One canvas per answer keeps the script quick; the demo model was not trained on RAG prompts, so its
-    # answers here show the wiring, not quality (see docs/demo-model.md).
-    llm = DiffusionGemma(model=model, max_tokens=32, seed=0)
+    llm = DiffusionGemma(model=model, max_tokens=32, seed=0)  # one canvas: the answer is a short span
     Settings.llm = llm
     Settings.embed_model = MockEmbedding(embed_dim=8)
     Settings.tokenizer = llm.get_token_ids  # size prompts with the model's own tokenizer
     index = VectorStoreIndex.from_documents([Document(text=text) for text in DOCUMENTS])
+    # MockEmbedding ranks documents arbitrarily, so retrieve them all: the answer's sentence is then
+    # always in the context, with the others as distractors.
+    top_k = len(DOCUMENTS)
 
-    answer = index.as_query_engine().query("How are requests batched?")
-    print("query:       ", repr(answer.response))
-    print("sources:     ", [node.node.get_content()[:40] for node in answer.source_nodes])
+    print("question:    ", QUESTION, "| expected:", repr(EXPECTED))
+    answer = index.as_query_engine(similarity_top_k=top_k).query(QUESTION)
+    print("query:       ", repr(answer.response), "| expected span:", is_expected(answer.response))
+    print("sources:     ", [node.node.get_content() for node in answer.source_nodes])
 
-    streaming = index.as_query_engine(streaming=True).query("How are requests batched?")
+    streaming = index.as_query_engine(similarity_top_k=top_k, streaming=True).query(QUESTION)
     print("streaming:   ", end=" ")
     for delta in streaming.response_gen:  # one delta per committed block
         if delta:
             print(repr(delta), end=" ", flush=True)
     print()
 
-    async_answer = asyncio.run(index.as_query_engine().aquery("How are requests batched?"))
+    async_answer = asyncio.run(index.as_query_engine(similarity_top_k=top_k).aquery(QUESTION))
     print("aquery:      ", repr(async_answer.response))
     print("same answer: ", async_answer.response == answer.response)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else None)
+    main(sys.argv[1] if len(sys.argv) > 1 else None)  # None: the default demo model
