@@ -328,8 +328,8 @@ class ChatDiffusionGemma(LangChainAdapter, BaseChatModel):
 
         Methods:
             ``"json_schema"`` (default): the ``builtin.json`` validator checks every block against the schema,
-            repairing invalid tokens in place. Nothing is added to the prompt (the same request as
-            ``response_format`` on ``diffgemma serve``): say in your prompt what record you want;
+            repairing invalid tokens in place. The schema is stated in a system turn, so the model knows the
+            keys it must write (the same request as ``response_format`` on ``diffgemma serve``);
             ``"json_mode"``: the same for any JSON value (``schema`` is only used to parse);
             ``"function_calling"``: a forced call of a tool built from ``schema`` (its arguments are
             checked against the schema by the ``builtin.tool_call`` validator).

@@ -304,12 +304,12 @@ class DiffusionGemma(GenerationSettings, FunctionCallingLLM):
         )
         options = dict(llm_kwargs or {})
         stop = options.pop("stop", None)
+        messages = self._get_messages(prompt, **prompt_args)
+        response_format = {"type": "json_schema", "schema": output_cls.model_json_schema()}
+        if isinstance(self.messages_to_prompt, ChatTemplatePrompt):  # the default: the shared path states the schema
+            return prepare_request(self, turns=to_turns(messages), stop=stop, response_format=response_format, **options)
         return prepare_request(
-            self,
-            prompt=self.messages_to_prompt(self._get_messages(prompt, **prompt_args)),
-            stop=stop,
-            response_format={"type": "json_schema", "schema": output_cls.model_json_schema()},
-            **options,
+            self, prompt=self.messages_to_prompt(messages), stop=stop, response_format=response_format, **options
         )
 
     @dispatcher.span
@@ -321,7 +321,8 @@ class DiffusionGemma(GenerationSettings, FunctionCallingLLM):
         **prompt_args: Any,
     ) -> BaseModel:
         """An ``output_cls`` instance, checked (and repaired in place) by the ``builtin.json`` validator against
-        ``output_cls``'s JSON schema while it is generated. The prompt is ``prompt``'s alone."""
+        ``output_cls``'s JSON schema while it is generated. With the default ``messages_to_prompt`` the schema
+        is also stated in a system turn (as on every path); a custom ``messages_to_prompt`` is sent unchanged."""
         result = self._structured_request(output_cls, prompt, llm_kwargs, prompt_args).run()
         return _structured_output(output_cls, result.text)
 
