@@ -1,26 +1,42 @@
-"""Measure the demo checkpoint on held-out prompts, with and without the JSON validator's in-place repair.
+"""Measure the demo checkpoint on held-out data: each task it is trained for, on the generator's held-out
+split and on hand-written sets from a separate source (``scripts/demo_eval_sets.py``).
 
-The checkpoint is loaded the way users load it, through its directory: ``Engine(model=DIR)``. On
-``--count`` (50) held-out prompts of each task format (prompts that never occur in training, see
-``scripts/demo_data.py``) it reports:
+The checkpoint is loaded the way users load it, through its directory: ``Engine(model=DIR)``. Every
+request is rendered as the adapters and the server render it (:func:`demo_data.chat_messages`: system
+turn, tool declarations, tool turns), with one seed per prompt (its index) and the checkpoint's sampler
+defaults; all requests of a set are submitted at once. ``--tasks`` picks from:
 
-* the held-out **canvas-denoising loss** (the training objective: cross-entropy of the clean response
-  canvas, no self-conditioning) at full corruption (t = 1, the canvas is pure noise, as at the first
-  sampling step) and averaged over t = 1/8 … 1, against a **unigram baseline** (add-one smoothed token
-  frequencies of response canvases from the training stream) on the same held-out canvases; "response"
-  columns count only the response tokens (up to and including ``<turn|>``), "canvas" all positions;
-* from generations (one seed per prompt, the checkpoint's sampler defaults): the fraction of generated
-  words that are **real words** (a word is a run of ASCII letters; real means it is in the corpus
-  vocabulary, :func:`demo_data.lexicon`), the fraction of answers that **end in EOS**, and the
-  **exact-answer** rate (any right answer; JSON compared as parsed objects);
-* for JSON records: the **valid-JSON** and **schema-valid** rates (against ``demo_data.PERSON_SCHEMA``)
-  without validators, and with ``validators=("builtin.json",)`` (schema option, in-place repair,
-  ``on_exhausted="return_flagged"``), with the extra denoising steps the repairs cost.
+* ``loss``: the held-out **canvas-denoising loss** (the training objective, no self-conditioning) at t = 1
+  and averaged over t = 1/8 … 1, against a **unigram baseline** of training response canvases;
+* ``short``: held-out phrasings of trained short facts, **exact** answer;
+* ``json``: person records for the generator's held-out names and for the hand-written ``PEOPLE`` (in the
+  training sentence patterns and in the set's own phrasings, reported apart): **exact record**, valid JSON,
+  **schema-valid** (:data:`RECORD_SCHEMA`), without validators and with ``validators=("builtin.json",)``,
+  the schema option and ``on_exhausted="return_flagged"``;
+* ``tool``: held-out generated tools and the hand-written ``TOOL_CASES`` (``tool_choice`` auto): **right
+  tool and exactly right arguments** (one call), and **parse-valid** (every call parses and names an
+  offered tool), read with :func:`diffgemma_adapters.formats.split_tool_calls`;
+* ``tool_answer``: the same conversations after the call and the tool's result: the answer **contains the
+  result**;
+* ``rag``: generated held-out contexts and the hand-written ``RAG_CASES``: **exact span** (stripped,
+  case-insensitive, one trailing period dropped) and **contains span**;
+* ``long``: ``--long-count`` generated RAG prompts of at least ``--long-min-tokens`` (2,048) prompt tokens:
+  accuracy, and whether the engine **accepted** them (token lengths reported);
+* ``curve``: ``max_denoising_steps`` caps 1, 2, 4 and the default, with and without validators, on the
+  hand-written JSON persons (``builtin.json``), forced tool calls (``tool_choice=<tool>`` through
+  :func:`diffgemma_adapters.request.prepare_request`: prefilled call, ``builtin.tool_call``) and RAG (no
+  validator): valid %, exact %, mean denoising steps per answer, wall seconds.
 
-    python scripts/eval_demo_model.py                                  # the shipped checkpoint
-    python scripts/eval_demo_model.py --model DIR --write-results      # and fill the model card + docs
+``--check-contamination --train-steps N`` regenerates the training stream of the run
+(``TrainingStream(seed).next_batch(scale)`` N times) and counts the training examples that hold any
+hand-written value (names, cities, tool names, argument values, results, answer spans) as a whole word.
 
-The output is a Markdown table (and ``--json-out`` writes the raw numbers).
+    python scripts/eval_demo_model.py                                   # the shipped checkpoint, everything
+    python scripts/eval_demo_model.py --model DIR --count 8 --tasks json,tool   # a quick look
+    python scripts/eval_demo_model.py --model DIR --write-results       # and fill the model card + docs
+
+The output is Markdown tables (``--json-out`` writes the raw numbers); ``--write-results`` puts them between
+the ``<!-- demo-results:begin/end -->`` markers of the checkpoint's README.md and docs/demo-model.md.
 """
 
 from __future__ import annotations
