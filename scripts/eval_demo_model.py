@@ -611,6 +611,7 @@ class Contamination:
     examples: int
     contaminated: int
     hits: tuple[tuple[str, int], ...]  # (value as found, lower-cased; examples holding it), most first
+    snippets: tuple[str, ...] = ()  # the text around the first few finds
 
 
 def check_contamination(values: Iterable[str], steps: int, seed: int, scale: float, reserved_in_training: bool) -> Contamination:
@@ -630,16 +631,20 @@ def check_contamination(values: Iterable[str], steps: int, seed: int, scale: flo
         stream = demo_data.TrainingStream(seed)
         examples = contaminated = 0
         hits: Counter[str] = Counter()
+        snippets: list[str] = []
         for _ in range(steps):
             for example in stream.next_batch(scale):
                 examples += 1
-                found = set() if pattern is None else {m.lower() for m in pattern.findall(example_text(example))}
-                contaminated += bool(found)
-                hits.update(found)
+                text = example_text(example)
+                matches = [] if pattern is None else list(pattern.finditer(text))
+                contaminated += bool(matches)
+                hits.update({match.group(0).lower() for match in matches})
+                if matches and len(snippets) < 5:
+                    snippets.append(text[max(0, matches[0].start() - 40) : matches[0].end() + 40].replace("\n", " "))
     finally:
         demo_values.RESERVED.clear()
         demo_values.RESERVED.update(saved)
-    return Contamination(steps, examples, contaminated, tuple(hits.most_common()))
+    return Contamination(steps, examples, contaminated, tuple(hits.most_common()), tuple(snippets))
 
 
 # -- report -----------------------------------------------------------------------------------------
@@ -671,7 +676,7 @@ def _score_tables(rows: Sequence[ScoreRow]) -> list[str]:
 def markdown_report(losses: Sequence[LossRow], rows: Sequence[ScoreRow], curve: Sequence[CurveRow],
                     meta: Mapping[str, Any]) -> str:  # fmt: skip
     lines = [
-        f"Measured by `python scripts/eval_demo_model.py {meta['arguments']}` on `{meta['model_name']}` ({meta['device']}; "
+        f"Measured by `{' '.join(['python scripts/eval_demo_model.py', *meta['arguments']])}` on `{meta['model_name']}` ({meta['device']}; "
         f"up to {meta['count']} prompts per set, rendered as the adapters render them, one seed per prompt (its index), "
         f"sampler defaults from `generation_config.json`, max_new_tokens {meta['max_new_tokens']}, every request of a set "
         f"submitted at once). Generator sets come from `scripts/demo_data.py`'s held-out split; hand-written sets from "
@@ -710,7 +715,8 @@ def markdown_report(losses: Sequence[LossRow], rows: Sequence[ScoreRow], curve: 
 def contamination_report(found: Contamination) -> str:
     top = ", ".join(f"{value} ({count})" for value, count in found.hits[:15]) or "none"
     return (f"Contamination: {found.contaminated} of {found.examples} training examples ({found.steps} steps) hold a "
-            f"hand-written value as a whole word; most frequent: {top}.")  # fmt: skip
+            f"hand-written value as a whole word; most frequent: {top}."
+            + "".join(f"\n- …{snippet}…" for snippet in found.snippets))  # fmt: skip
 
 
 def replace_between_markers(text: str, body: str) -> str:
@@ -806,10 +812,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows += long_rows
         if "curve" in tasks:
             curve = measure_curve(ev, args.curve_count or args.count)
-        shown = [arg for arg in (argv if argv is not None else sys.argv[1:]) if arg != "--write-results"]
+        measured = ("count", "tasks", "long_count", "long_min_tokens", "curve_count", "max_new_tokens", "seed", "unigram_examples")
+        shown = [f"--{key.replace('_', '-')} {getattr(args, key)}" for key in measured
+                 if getattr(args, key) != parser.get_default(key)]  # fmt: skip
         meta.update({"model_name": args.model.name, "device": engine.device, "count": args.count,
                      "max_new_tokens": ev.max_new_tokens, "context_length": engine.context_length,
-                     "arguments": " ".join(shown)})  # fmt: skip
+                     "arguments": shown})  # fmt: skip
         report = markdown_report(losses, rows, curve, meta)
         if contamination is not None:
             report += "\n\n" + contamination_report(contamination)
