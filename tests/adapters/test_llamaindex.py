@@ -17,6 +17,7 @@ from llama_index.core.llms import ChatMessage, MessageRole  # noqa: E402
 from llama_index.core.prompts import PromptTemplate  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
 
+from diffgemma_adapters.formats import schema_instruction  # noqa: E402
 from diffgemma_adapters.llamaindex import ChatTemplatePrompt, DiffusionGemma  # noqa: E402
 from diffgemma_engine import InvalidRequestError, RequestCancelledError, SamplingParams  # noqa: E402
 
@@ -252,7 +253,8 @@ async def test_query_engine_answers_async(rag_index):
 
 
 async def test_structured_predict_uses_the_json_validator(scripted):
-    engine = scripted('{"name": "Paris", "population": 2100000}', '```json\n{"name": "Oslo", "population": 700000}\n```')
+    engine = scripted('{"name": "Paris", "population": 2100000}', '```json\n{"name": "Oslo", "population": 700000}\n```',
+                      '{"name": "Rome", "population": 2800000}')
     llm = DiffusionGemma(engine=engine)
     prompt = PromptTemplate("Describe the city {city}.")
     assert llm.structured_predict(City, prompt, city="Paris") == City(name="Paris", population=2100000)
@@ -260,5 +262,11 @@ async def test_structured_predict_uses_the_json_validator(scripted):
     request = engine.requests[0]
     assert request.params.validators == ("builtin.json",)
     assert request.params.validator_options["builtin.json"] == {"schema": City.model_json_schema()}
-    # the prompt is the template's alone, as on the server: the schema constrains, it is not shown
-    assert request.prompt == llm.messages_to_prompt([ChatMessage(role="user", content="Describe the city Paris.")])
+    # as on the server: the schema is stated in a system turn before the template's message, and constrains
+    assert request.prompt is None
+    assert request.messages == [{"role": "system", "content": schema_instruction(City.model_json_schema())},
+                                {"role": "user", "content": "Describe the city Paris."}]  # fmt: skip
+    # a custom messages_to_prompt is the caller's own rendering: it is sent as it is
+    custom = DiffusionGemma(engine=engine, messages_to_prompt=lambda messages: f"Q: {messages[-1].content}\nA:")
+    assert custom.structured_predict(City, prompt, city="Rome") == City(name="Rome", population=2800000)
+    assert engine.requests[-1].prompt == "Q: Describe the city Rome.\nA:" and engine.requests[-1].messages is None

@@ -11,9 +11,10 @@ pytest.importorskip("langchain_core")
 
 from langchain_core.messages import AIMessage  # noqa: E402
 from langchain_core.tools import tool  # noqa: E402
+from langchain_core.utils.function_calling import convert_to_json_schema  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
 
-from diffgemma_adapters.formats import CALL_CLOSE, CALL_OPEN  # noqa: E402
+from diffgemma_adapters.formats import CALL_CLOSE, CALL_OPEN, schema_instruction  # noqa: E402
 from diffgemma_adapters.chat import Turn  # noqa: E402
 from diffgemma_adapters.request import prepare_request, resolve_tool_choice  # noqa: E402
 from diffgemma_adapters.settings import GenerationSettings  # noqa: E402
@@ -186,10 +187,17 @@ class Person(BaseModel):
     age: int
 
 
-def test_structured_output_adds_nothing_to_the_prompt(scripted):
-    engine = scripted('{"name": "Sven", "age": 36}')
-    assert ChatDiffusionGemma(engine=engine).with_structured_output(Person).invoke("Sven, 36.") == Person(name="Sven", age=36)
-    assert engine.requests[0].messages == [{"role": "user", "content": "Sven, 36."}]
+def test_structured_output_adds_only_the_schema_instruction_to_the_prompt(scripted):
+    engine = scripted('{"name": "Sven", "age": 36}', '{"name": "Sven", "age": 36}')
+    chat = ChatDiffusionGemma(engine=engine)
+    assert chat.with_structured_output(Person).invoke("Sven, 36.") == Person(name="Sven", age=36)
+    instruction = schema_instruction(convert_to_json_schema(Person))
+    assert engine.requests[0].messages == [{"role": "system", "content": instruction},
+                                           {"role": "user", "content": "Sven, 36."}]  # fmt: skip
+    # a caller's system message joins the instruction's system turn, after it
+    assert chat.with_structured_output(Person).invoke([("system", "Be brief."), ("human", "Sven, 36.")]).age == 36
+    assert engine.requests[1].messages == [{"role": "system", "content": f"{instruction}\n\nBe brief."},
+                                           {"role": "user", "content": "Sven, 36."}]  # fmt: skip
 
 
 def test_include_raw_returns_the_parsing_error_instead_of_raising():
