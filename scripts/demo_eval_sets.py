@@ -2,8 +2,11 @@
 
 The training corpus (:mod:`demo_data`, :mod:`demo_values`) makes its names, places, tools and passages up
 from syllable tables; these lists were written by hand for the evaluation - ordinary names and cities from
-many countries, tools and requests as people write them, short documents with questions. Every string here
-is reserved (:func:`demo_values.reserve`), so the generator never produces it in training.
+many countries, tools and requests as people write them, short documents with questions. Importing this
+module reserves every name, value, tool name, result and answer span here (:func:`demo_values.reserve`): the
+generator never draws one of them *as a whole value* in a process that has imported it (the training script
+must import it for that; parts of generated multi-word values can still coincide, which
+``eval_demo_model.py --check-contamination`` counts).
 """
 
 from __future__ import annotations
