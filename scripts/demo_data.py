@@ -37,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import demo_eval_sets  # noqa: F401  (importing it reserves the hand-written evaluation values)
 import demo_values
 
 SHORT = "short"
@@ -117,6 +118,7 @@ HELDOUT_NAMES = (
     "Beatrice", "Cedric", "Delia", "Edgar", "Flora", "Gustav", "Helga", "Igor", "Joanna", "Konrad",
     "Lucia", "Magnus", "Nadia", "Otto", "Priya", "Rupert", "Sofia", "Theo", "Valerie", "Walter",
 )  # fmt: skip
+demo_values.reserve(HELDOUT_NAMES)
 AGES = tuple(range(18, 91))
 
 # Generated names: most JSON examples name a person the generator makes up on the spot, so a name is
@@ -410,13 +412,19 @@ def _pydantic_style(title: str, fields: Sequence[tuple[str, str]], rng: random.R
     return {**head, "properties": properties, "required": [key for key, _ in fields], "title": title, "type": "object"}
 
 
-def _plain_style(fields: Sequence[tuple[str, str]]) -> dict:
-    return {"type": "object", "properties": {key: {"type": kind} for key, kind in fields},
-            "required": [key for key, _ in fields]}  # fmt: skip
+def _plain_style(fields: Sequence[tuple[str, str]], title: str = "") -> dict:
+    """A hand-written schema (``type`` first), or - for a fixed half of the titles, chosen by hash so the
+    random stream is unchanged - the form LangChain's ``convert_to_json_schema`` gives a TypedDict or a
+    JSON-schema dict (``title`` and ``description`` first, no field titles)."""
+    properties = {key: {"type": kind} for key, kind in fields}
+    required = [key for key, _ in fields]
+    if title and _stable_unit(f"schema-style:{title}") < 0.5:
+        return {"title": title, "description": "", "properties": properties, "required": required, "type": "object"}
+    return {"type": "object", "properties": properties, "required": required}
 
 
 def _record_schema(rng: random.Random, title: str, fields: Sequence[tuple[str, str]]) -> dict:
-    return _pydantic_style(title, fields, rng) if rng.random() < 0.6 else _plain_style(fields)
+    return _pydantic_style(title, fields, rng) if rng.random() < 0.6 else _plain_style(fields, title)
 
 
 def _person_fields_example(rng: random.Random, name: str, city: str | None, age: int) -> Example:
@@ -720,7 +728,7 @@ def rag_example(rng: random.Random, passages: int | None = None) -> Example:
 
 def person_record(name: str, age: int, city: str) -> str:
     """The target JSON text: keys in schema order, one space after ``:`` and ``,`` (``json.dumps``)."""
-    return json.dumps({"name": name, "age": age, "city": city})
+    return json.dumps({"name": name, "age": age, "city": city}, ensure_ascii=False)
 
 
 def _person_example(rng: random.Random, names: Sequence[str]) -> Example:

@@ -362,7 +362,10 @@ class ChatDiffusionGemma(LangChainAdapter, BaseChatModel):
             )
         else:
             if method == "json_schema":
-                response_format = {"type": "json_schema", "schema": convert_to_json_schema(schema)}
+                # A pydantic class gives its own model_json_schema(), as LlamaIndex and an OpenAI client send it,
+                # so one class is one prompt on every path.
+                json_schema = schema.model_json_schema() if is_pydantic else convert_to_json_schema(schema)
+                response_format = {"type": "json_schema", "schema": json_schema}
             else:
                 response_format = {"type": "json_object"}
             llm = model.bind(response_format=response_format, ls_structured_output_format=trace)
