@@ -735,12 +735,6 @@ def _person_example(rng: random.Random, names: Sequence[str]) -> Example:
     return _person_record_example(rng, rng.choice(names))
 
 
-def _training_person_example(rng: random.Random) -> Example:
-    if rng.random() < GENERATED_NAME_FRACTION:
-        return _person_record_example(rng, _generated_name(rng, "train"))
-    return _person_example(rng, TRAIN_NAMES)
-
-
 def _person_record_example(rng: random.Random, name: str) -> Example:
     age, city = rng.choice(AGES), rng.choice(CITIES)
     if rng.random() < 0.5:

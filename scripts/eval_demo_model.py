@@ -614,25 +614,27 @@ class Contamination:
     snippets: tuple[str, ...] = ()  # the text around the first few finds
 
 
-def check_contamination(values: Iterable[str], steps: int, seed: int, scale: float, reserved_in_training: bool) -> Contamination:
+def check_contamination(values: Iterable[str], steps: int, seed: int, scale: float, reserved_from_step: int = 0) -> Contamination:
     """Regenerate the training stream of ``steps`` batches (``TrainingStream(seed).next_batch(scale)``, as
     ``train_demo_model.py`` draws them) and count the examples whose text holds a hand-written value.
 
-    ``reserved_in_training``: whether the training process had the hand-written values reserved (imported
-    :mod:`demo_eval_sets`); reservations change which values the generator draws, so the regenerated stream
-    matches the trained one only with the same setting."""
+    ``reserved_from_step``: the step from which the training process had the reservations in force
+    (:mod:`demo_data` imports :mod:`demo_eval_sets`; the shipped stage-2 run got that import when it was
+    resumed at step 242). Reservations change which values the generator draws, so the regenerated stream
+    matches the trained one only with the same switch-over step."""
     import demo_values
 
     pattern = value_pattern(values)
     saved = set(demo_values.RESERVED)
-    if not reserved_in_training:
-        demo_values.RESERVED.clear()
     try:
         stream = demo_data.TrainingStream(seed)
         examples = contaminated = 0
         hits: Counter[str] = Counter()
         snippets: list[str] = []
-        for _ in range(steps):
+        for step in range(steps):
+            demo_values.RESERVED.clear()
+            if step >= reserved_from_step:
+                demo_values.RESERVED.update(saved)
             for example in stream.next_batch(scale):
                 examples += 1
                 text = example_text(example)
@@ -763,8 +765,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--train-steps", type=int, help="training steps the checkpoint's run took (for --check-contamination)")
     parser.add_argument("--train-seed", type=int, default=0, help="the training run's --seed")
     parser.add_argument("--train-batch-scale", type=float, default=1.0, help="the run's --batch-size / 48")
-    parser.add_argument("--train-reserved", action="store_true",
-                        help="the training process had demo_eval_sets imported (its values reserved); default: it had not")
+    parser.add_argument("--reserved-from-step", type=int, default=0,
+                        help="the training step from which the hand-written values were reserved (the shipped run: 242)")
     parser.add_argument("--json-out", type=Path, help="also write the raw numbers here")
     parser.add_argument("--write-results", action="store_true",
                         help="write the tables into the checkpoint's README.md and docs/demo-model.md")
@@ -780,7 +782,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.check_contamination:
         started = time.monotonic()
         contamination = check_contamination(sets.handwritten_values(), args.train_steps, args.train_seed,
-                                             args.train_batch_scale, args.train_reserved)  # fmt: skip
+                                             args.train_batch_scale, args.reserved_from_step)  # fmt: skip
         print(contamination_report(contamination) + f" ({time.monotonic() - started:.0f} s)\n", flush=True)
         if not tasks:
             return 0

@@ -13,7 +13,6 @@ from langchain_core.callbacks import BaseCallbackHandler  # noqa: E402
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage  # noqa: E402
 from langchain_core.output_parsers import StrOutputParser  # noqa: E402
 from langchain_core.prompts import ChatPromptTemplate  # noqa: E402
-from langchain_core.utils.function_calling import convert_to_json_schema  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
 
 from diffgemma_adapters.formats import CALL_OPEN, declare_tools, schema_instruction  # noqa: E402
@@ -387,9 +386,9 @@ def test_json_schema_output_uses_the_json_validator(scripted):
     assert structured.invoke("Weather in Paris?") == Weather(city="Paris", celsius=15)
     request = engine.requests[0]
     assert request.params.validators == ("builtin.json",)
-    assert request.params.validator_options["builtin.json"] == {"schema": convert_to_json_schema(Weather)}
+    assert request.params.validator_options["builtin.json"] == {"schema": Weather.model_json_schema()}
     # the schema is stated in a system turn before the user's message (the validator still enforces it)
-    assert request.messages == [{"role": "system", "content": schema_instruction(convert_to_json_schema(Weather))},
+    assert request.messages == [{"role": "system", "content": schema_instruction(Weather.model_json_schema())},
                                 {"role": "user", "content": "Weather in Paris?"}]  # fmt: skip
     raw = ChatDiffusionGemma(engine=engine).with_structured_output(Weather, include_raw=True).invoke("?")
     assert raw["parsed"] is None and raw["parsing_error"] is not None and raw["raw"].content == "not json"

@@ -14,7 +14,6 @@ pytest.importorskip("fastapi")
 
 from fastapi.testclient import TestClient  # noqa: E402
 from langchain_core.messages import HumanMessage, SystemMessage  # noqa: E402
-from langchain_core.utils.function_calling import convert_to_json_schema  # noqa: E402
 from llama_index.core.prompts import PromptTemplate  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
 
@@ -82,7 +81,7 @@ def _states_the_enforced_schema(engine, expected: dict) -> None:
 def test_langchain_with_structured_output_states_the_schema(scripted):
     engine = scripted(RECORD)
     _langchain(engine)
-    _states_the_enforced_schema(engine, convert_to_json_schema(City))
+    _states_the_enforced_schema(engine, City.model_json_schema())
 
 
 def test_llamaindex_structured_predict_states_the_schema(scripted):
@@ -111,10 +110,6 @@ def test_llamaindex_and_the_server_send_one_prompt_for_one_schema(scripted):
     assert SCHEMA_INSTRUCTION in server and llamaindex == server
 
 
-@pytest.mark.xfail(strict=True, reason="LangChain's with_structured_output(City) sends convert_to_json_schema(City) "
-                   "('title' first, 'description': '', no field titles), not City.model_json_schema() as LlamaIndex "
-                   "and a server client do, so the same class gives a different prompt (one the demo corpus, which "
-                   "writes model_json_schema's form, never trains on)")  # fmt: skip
 def test_langchain_sends_the_prompt_the_other_paths_send_for_one_class(scripted):
     server, langchain = _prompts(scripted, _server, _langchain)
     assert langchain == server
@@ -125,7 +120,7 @@ def test_a_callers_system_message_follows_the_instruction_in_one_system_turn(scr
     chat = ChatDiffusionGemma(engine=engine).with_structured_output(City)
     assert chat.invoke([SystemMessage("Be brief."), HumanMessage(QUESTION)]).population == 700000
     schema, rest = _system_schema(engine.requests[-1].messages)
-    assert schema == convert_to_json_schema(City) and rest == "\n\nBe brief."
+    assert schema == City.model_json_schema() and rest == "\n\nBe brief."
     assert [m["role"] for m in engine.requests[-1].messages] == ["system", "user"]
 
 

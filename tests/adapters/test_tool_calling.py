@@ -11,7 +11,6 @@ pytest.importorskip("langchain_core")
 
 from langchain_core.messages import AIMessage  # noqa: E402
 from langchain_core.tools import tool  # noqa: E402
-from langchain_core.utils.function_calling import convert_to_json_schema  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
 
 from diffgemma_adapters.formats import CALL_CLOSE, CALL_OPEN, schema_instruction  # noqa: E402
@@ -191,7 +190,7 @@ def test_structured_output_adds_only_the_schema_instruction_to_the_prompt(script
     engine = scripted('{"name": "Sven", "age": 36}', '{"name": "Sven", "age": 36}')
     chat = ChatDiffusionGemma(engine=engine)
     assert chat.with_structured_output(Person).invoke("Sven, 36.") == Person(name="Sven", age=36)
-    instruction = schema_instruction(convert_to_json_schema(Person))
+    instruction = schema_instruction(Person.model_json_schema())
     assert engine.requests[0].messages == [{"role": "system", "content": instruction},
                                            {"role": "user", "content": "Sven, 36."}]  # fmt: skip
     # a caller's system message joins the instruction's system turn, after it
