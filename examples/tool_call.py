@@ -26,6 +26,7 @@ from langchain_core.messages import HumanMessage
 from langchain_core.tools import tool
 from llama_index.core.agent.workflow import FunctionAgent
 from llama_index.core.tools import FunctionTool
+from pydantic import ValidationError
 
 from diffgemma_adapters.langchain import ChatDiffusionGemma
 from diffgemma_adapters.llamaindex import DiffusionGemma
@@ -50,7 +51,11 @@ def langchain_round(chat: ChatDiffusionGemma, tool_choice: str | None) -> None:
         return
     messages.append(call)
     for tool_call in call.tool_calls:
-        result = tools[tool_call["name"]].invoke(tool_call)  # a ToolMessage
+        try:
+            result = tools[tool_call["name"]].invoke(tool_call)  # a ToolMessage
+        except ValidationError as error:  # a call whose arguments do not fit the tool (an unforced call)
+            print("  the call's arguments do not fit the tool:", error.errors()[0]["msg"])
+            return
         print("  tool result: ", repr(result.content))
         messages.append(result)
     answer = chat.bind_tools(list(tools.values())).invoke(messages)  # not forced: the model answers
