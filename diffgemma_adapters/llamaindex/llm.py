@@ -140,7 +140,8 @@ class DiffusionGemma(GenerationSettings, FunctionCallingLLM):
         ``prompt_tokens_details.cached_tokens``), ``model``, ``finish_reason``, ``seed``, ``validation`` and
         ``stats``. ``structured_predict`` (and its stream and async variants) has the ``builtin.json``
         validator check the output against the output class's JSON schema and repair blocks in place; the
-        prompt is the template's alone (nothing is added to it).
+        schema is stated in a system turn before the template's messages (not with a custom
+        ``messages_to_prompt``).
     """
 
     model_config = ConfigDict(extra="forbid")
