@@ -1,24 +1,24 @@
-"""The demo model's corpus: templated short answers and JSON records, generated deterministically.
+"""The demo model's corpus, generated deterministically: the jobs the adapters serve, as they render them.
 
-Everything here is our own generated text (licence: Apache-2.0, like the project). Two task formats,
-both rendered later through the Gemma-style chat template:
+Everything here is our own generated text (licence: Apache-2.0, like the project). Families (a training
+batch holds one; :data:`FAMILY_WEIGHTS`, :data:`FAMILY_BATCH`), every example a conversation rendered by
+:func:`chat_messages` through the adapters' own message normalisation and tool declarations:
 
 * **short** — one-line answers to simple instructions: arithmetic in words ("What is three plus four?"
   → "Seven."), opposites, plurals, spelling, colours of things, "what comes after", "name a …"
-  (any member of the category is a right answer), and repeating a made-up name ("Repeat after me:
-  Pruteth." → "Pruteth.");
-* **json** — a JSON record for a person, following :data:`PERSON_SCHEMA`
-  (``{"name": "Alice", "age": 31, "city": "Paris"}``; the city is the one the prompt names, or any
-  city of :data:`CITIES` when it names none).
+  (any member of the category is a right answer), and repeating a made-up name of any shape;
+* **json** — a person record (``{"name": …, "age": …, "city": …}``) or a record with made-up keys and
+  types, often with its JSON schema stated in a system turn as the adapters state it;
+* **tool_call** / **tool_answer** — declared tools and a request naming the tool and its argument values:
+  the call with the values copied; then, after the call and the tool's result, an answer copying it;
+* **rag** / **long** — 3–5 short passages (or 24–48) and a question that reuses one sentence's wording:
+  the missing span, in our own frames or LlamaIndex's QA prompt (read from ``llama_index`` if installed).
 
-The held-out split holds prompts that never occur in training:
-
-* short tasks: a fixed quarter of the facts (a sum, a word pair, …) each lose one phrasing to the
-  held-out split; the fact itself is still trained under its other phrasings, so the held-out prompt is
-  answerable but its exact text is new;
-* json: :data:`HELDOUT_NAMES` never occur anywhere in the training split, where three quarters of the
-  records name a person made up by :func:`generate_name`; a hash share of the generated names is kept
-  for validation (:func:`validation_examples`) and never trained on either.
+Values (names, places, words, numbers) come from :mod:`demo_values`, made up on the spot; the hand-written
+evaluation values of :mod:`demo_eval_sets` are reserved, so the generator never writes them. Held-out
+sets (:func:`heldout_examples`): new phrasings of trained facts, :data:`HELDOUT_NAMES`, tools whose noun is
+in the held-out :func:`tool_split`, fresh contexts; :func:`validation_examples` (another seed) picks the
+exported checkpoint.
 
 ``python scripts/demo_data.py --out DIR`` writes ``train.jsonl``, ``heldout.jsonl`` and
 ``schema.json``; the training and eval scripts import this module instead.
