@@ -1,17 +1,11 @@
-"""Tool calling on DiffusionGemma: the model calls a tool, the tool runs, its result goes back, the model answers.
+"""Tool calling on DiffusionGemma: a forced call, the tool runs, its result goes back, the model answers.
 
-The request names the action and the value ("Get the weather for Riga."), the shape the default ``demo``
-model was trained on: it should call ``get_weather`` with ``{"city": "Riga"}`` and then answer with the
-tool's result. The loop runs three times:
-
-1. LangChain ``bind_tools`` without forcing: the model decides to call the tool;
-2. LangChain ``bind_tools(..., tool_choice="get_weather")``: the call is forced - the model's turn starts
-   with the call marker and the name, and the ``builtin.tool_call`` validator repairs the arguments in
-   place until they match the tool's JSON schema; the model still writes the city;
-3. a LlamaIndex ``FunctionAgent`` (no forcing).
-
-Each run prints the call, the tool's result and the final answer; a correct run calls ``get_weather`` with
-``city="Riga"`` and answers with the result. ``tiny-random`` (random weights) shows the wiring only.
+With ``tool_choice`` naming a tool, the call is real: the model's turn starts with the call marker and the
+name, and the ``builtin.tool_call`` validator repairs the call in place until it names a bound tool and its
+arguments match the tool's JSON schema. The same loop runs on LangChain and on a LlamaIndex
+``FunctionAgent``. The ``demo`` model was trained on tool calls but does not make them reliably yet (0 % right
+calls on held-out requests, see docs/demo-model.md), so the example uses a tool without arguments (whose only
+valid call the adapter writes whole) and ``tiny-random`` by default: the wiring is the point, not the answer.
 
 Run:  python examples/tool_call.py [MODEL]
 Needs the ``langchain`` and ``llamaindex`` extras: pip install "diffgemma-plugins[langchain,llamaindex]".
@@ -26,64 +20,40 @@ from langchain_core.messages import HumanMessage
 from langchain_core.tools import tool
 from llama_index.core.agent.workflow import FunctionAgent
 from llama_index.core.tools import FunctionTool
-from pydantic import ValidationError
 
 from diffgemma_adapters.langchain import ChatDiffusionGemma
 from diffgemma_adapters.llamaindex import DiffusionGemma
 
-REQUEST = "Get the weather for Riga."
-EXPECTED_ARGS = {"city": "Riga"}
+
+def current_time() -> str:
+    """The current time."""
+    return "12:34"
 
 
-def get_weather(city: str) -> str:
-    """Get the weather for a city."""
-    return f"It is sunny in {city}."
-
-
-def langchain_round(chat: ChatDiffusionGemma, tool_choice: str | None) -> None:
-    tools = {"get_weather": tool(get_weather)}
-    messages = [HumanMessage(REQUEST)]
-    call = chat.bind_tools(list(tools.values()), tool_choice=tool_choice).invoke(messages)
-    print(f"LangChain (tool_choice={tool_choice!r})")
-    print("  tool calls:  ", [(c["name"], c["args"]) for c in call.tool_calls])
-    if not call.tool_calls:
-        print("  no call; text:", repr(call.content), "invalid calls:", call.invalid_tool_calls)
-        return
+def main(model: str) -> None:
+    chat = ChatDiffusionGemma(model=model, max_tokens=16, seed=0)
+    tools = {"current_time": tool(current_time)}
+    messages = [HumanMessage("What time is it?")]
+    call = chat.bind_tools(list(tools.values()), tool_choice="current_time").invoke(messages)
+    print("LangChain tool calls:", call.tool_calls)
     messages.append(call)
     for tool_call in call.tool_calls:
-        try:
-            result = tools[tool_call["name"]].invoke(tool_call)  # a ToolMessage
-        except ValidationError as error:  # a call whose arguments do not fit the tool (an unforced call)
-            print("  the call's arguments do not fit the tool:", error.errors()[0]["msg"])
-            return
-        print("  tool result: ", repr(result.content))
-        messages.append(result)
-    answer = chat.bind_tools(list(tools.values())).invoke(messages)  # not forced: the model answers
-    print("  answer:      ", repr(answer.content), "| right call:", call.tool_calls[0]["args"] == EXPECTED_ARGS)
+        messages.append(tools[tool_call["name"]].invoke(tool_call))  # a ToolMessage
+    answer = chat.bind_tools(list(tools.values())).invoke(messages)
+    print("LangChain answer:    ", repr(answer.content), "tool calls:", answer.tool_calls)
 
-
-def llamaindex_round(model: str | None) -> None:
-    llm = DiffusionGemma(model=model, max_tokens=64, seed=0)
-    agent = FunctionAgent(tools=[FunctionTool.from_defaults(get_weather)], llm=llm)
+    llm = DiffusionGemma(model=model, max_tokens=16, seed=0)
+    agent = FunctionAgent(tools=[FunctionTool.from_defaults(current_time)], llm=llm, initial_tool_choice="current_time")
 
     async def run_agent():  # a workflow runs inside an event loop
-        return await agent.run(REQUEST)
+        return await agent.run("What time is it?")
 
     output = asyncio.run(run_agent())
-    print("LlamaIndex FunctionAgent")
-    print("  tool calls:  ", [(c.tool_name, c.tool_kwargs) for c in output.tool_calls])
-    print("  tool results:", [c.tool_output.content for c in output.tool_calls])
-    print("  answer:      ", repr(output.response.content))
-
-
-def main(model: str | None) -> None:
-    # return_flagged: a forced call that cannot be repaired comes back in invalid_tool_calls (printed)
-    # instead of raising, so the script shows what any model wrote (tiny-random's calls never validate).
-    chat = ChatDiffusionGemma(model=model, max_tokens=64, seed=0, on_validation_failure="return_flagged")
-    langchain_round(chat, tool_choice=None)
-    langchain_round(chat, tool_choice="get_weather")
-    llamaindex_round(model)
+    print("FunctionAgent tools: ", [(c.tool_name, c.tool_output.content) for c in output.tool_calls])
+    print("FunctionAgent answer:", repr(output.response.content))
+    if not output.tool_calls or not call.tool_calls:
+        raise SystemExit("no tool call was made")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else None)  # None: the default demo model
+    main(sys.argv[1] if len(sys.argv) > 1 else "tiny-random")
