@@ -109,10 +109,18 @@ class ValidationPool:
             return None
         return min(job.started_at for job in self.pending.values()) + self.timeout
 
-    def close(self) -> None:
-        for _ in self._threads:
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop the threads, waiting up to ``timeout`` seconds in all for checks still running.
+
+        A check in native code (a regex, a schema) must not outlive the engine: at interpreter exit a daemon
+        thread still inside an extension while the runtime tears down aborts the process."""
+        threads, self._threads = self._threads, []
+        for _ in threads:
             self._queue.put(None)
-        self._threads = []
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
 
     def _serve(self) -> None:
         while True:
