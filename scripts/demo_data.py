@@ -32,10 +32,11 @@ import json
 import random
 import re
 import string
-from collections.abc import Iterable, Sequence
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+
+from diffgemma_adapters.formats import SCHEMA_INSTRUCTION, declare_tools, format_tool_call, schema_instruction
 
 import demo_eval_sets  # noqa: F401  (importing it reserves the hand-written evaluation values)
 import demo_values
@@ -324,15 +325,11 @@ def short_prompts(split: str) -> list[tuple[_Fact, str]]:
 
 # -- rendering --------------------------------------------------------------------------------------
 
-DEMO_ROLES = None  # set lazily: the demo template takes system and tool turns and declares no tools itself
-
-
 def chat_messages(example: Example) -> list[dict[str, str]]:
     """The example's conversation as the chat template receives it from the adapters and the server: the
     same :func:`diffgemma_adapters.chat.normalize_messages` and tool declarations, so training sees exactly
     the text users' requests turn into."""
     from diffgemma_adapters.chat import TemplateRoles, Turn, normalize_messages
-    from diffgemma_adapters.formats import declare_tools
 
     turns: list[Turn] = []
     if example.tools:
@@ -379,7 +376,7 @@ def with_system(rng: random.Random, example: Example, probability: float = 0.5, 
         return example
     if not example.system:
         return replace(example, system=system_prompt(rng, extra))
-    if example.system.startswith(SCHEMA_PREFIX):
+    if example.system.startswith(SCHEMA_INSTRUCTION):
         return replace(example, system=f"{example.system}\n\n{system_prompt(rng, extra)}")
     return example
 
@@ -387,16 +384,6 @@ def with_system(rng: random.Random, example: Example, probability: float = 0.5, 
 # -- JSON records -----------------------------------------------------------------------------------
 
 OPEN_CITIES = CITIES  # a prompt that names no city gets one of these in the target (any is right)
-
-
-SCHEMA_PREFIX = "Answer with a JSON object"
-
-
-def schema_instruction(schema: dict) -> str:
-    """What the adapters add as a system turn when a response must follow a JSON schema."""
-    from diffgemma_adapters.formats import schema_instruction as adapters_instruction
-
-    return adapters_instruction(schema)
 
 
 def _pydantic_style(title: str, fields: Sequence[tuple[str, str]], rng: random.Random | None = None) -> dict:
@@ -608,8 +595,6 @@ def tool_call_example(rng: random.Random, split: str = "train") -> Example:
     """Declared tools and a request: the answer is the call of the requested tool with copied arguments."""
     target, tools = _toolset(rng, split)
     args = tool_args(rng, target)
-    from diffgemma_adapters.formats import format_tool_call
-
     call = format_tool_call(target.name, args)
     prompt = tool_request(rng, target, args)
     return Example("tool", "call", prompt, call, (call,), tools=tuple(t.openai(rng) for t in tools))
