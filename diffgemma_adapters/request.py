@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import json
+
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -151,8 +153,14 @@ def _response_format(response_format: Mapping[str, Any] | None) -> tuple[bool, M
     if kind == "json_object":
         return True, None
     if kind == "json_schema":
-        schema = response_format.get("schema") or (response_format.get("json_schema") or {}).get("schema")
-        return True, as_mapping("response_format", schema)
+        schema = as_mapping(
+            "response_format", response_format.get("schema") or (response_format.get("json_schema") or {}).get("schema")
+        )
+        try:
+            json.dumps(schema)
+        except (TypeError, ValueError) as error:  # the schema is stated in the prompt and checked as JSON
+            raise InvalidRequestError("response_format.schema", f"must be JSON data: {error}") from None
+        return True, schema
     expected = "{'type': 'json_object' | 'json_schema', ...}"
     raise InvalidRequestError("response_format", f"must be {expected}, got {response_format!r}")
 

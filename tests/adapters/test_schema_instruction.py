@@ -139,3 +139,13 @@ def test_json_object_and_raw_prompts_get_no_instruction(scripted, shared_engine)
     request = prepare_request(GenerationSettings(engine=shared_engine), prompt=QUESTION,
                               response_format={"type": "json_schema", "schema": City.model_json_schema()})  # fmt: skip
     assert request.prompt == QUESTION and request.messages is None
+
+
+def test_a_schema_that_is_not_json_data_is_a_typed_error_naming_the_field(scripted):
+    from diffgemma_engine import InvalidRequestError
+
+    engine = scripted(RECORD)
+    chat = ChatDiffusionGemma(engine=engine)
+    with pytest.raises(InvalidRequestError, match=r"response_format\.schema"):
+        chat.invoke(QUESTION, response_format={"type": "json_schema", "schema": {"type": "object", "x": {1, 2}}})
+    assert chat.invoke(QUESTION, response_format={"type": "json_object"}).content == RECORD  # still serving
