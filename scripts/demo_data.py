@@ -27,8 +27,10 @@ exported checkpoint.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
+import os
 import random
 import re
 import string
@@ -660,23 +662,47 @@ def _slots(rng: random.Random) -> dict[str, str]:
     }  # fmt: skip
 
 
+FRAMEWORK_PROMPTS_ENV = "DIFFGEMMA_DEMO_FRAMEWORK_PROMPTS"
+"""A JSON file of the frameworks' QA prompts (:func:`export_framework_prompts`), for a training machine
+without the frameworks installed (the GPU machine the shipped checkpoint was trained on has none)."""
+_CONTEXT, _QUESTION = "\x00context\x00", "\x00question\x00"
+
+
 def framework_rag_frames() -> list[Callable[[str, str], tuple[str, str]]]:
     """The (system, user) text-QA prompts of the RAG frameworks installed here (LlamaIndex's default chat QA
-    prompt), read from the framework itself so the model is trained on what it actually sends."""
-    frames = []
+    prompt), read from the framework itself so the model is trained on what it actually sends; where it is
+    not installed, from the file ``$DIFFGEMMA_DEMO_FRAMEWORK_PROMPTS`` names, if any."""
+    return [functools.partial(_fill_frame, system, user) for system, user in framework_prompts().values()]
+
+
+@functools.cache
+def framework_prompts() -> dict[str, tuple[str, str]]:
+    """``{framework: (system, user)}`` with placeholders for the context and the question."""
     try:
         from llama_index.core.prompts.chat_prompts import CHAT_TEXT_QA_PROMPT
     except ImportError:
-        return frames
+        path = os.environ.get(FRAMEWORK_PROMPTS_ENV)
+        if not path:
+            return {}
+        return {name: (pair[0], pair[1]) for name, pair in json.loads(Path(path).read_text(encoding="utf-8")).items()}
+    messages = CHAT_TEXT_QA_PROMPT.format_messages(context_str=_CONTEXT, query_str=_QUESTION)
+    system = "\n".join(m.content for m in messages if m.role.value == "system")
+    user = "\n".join(m.content for m in messages if m.role.value == "user")
+    return {"llamaindex": (system, user)}
 
-    def llamaindex(context: str, question: str) -> tuple[str, str]:
-        messages = CHAT_TEXT_QA_PROMPT.format_messages(context_str=context, query_str=question)
-        system = "\n".join(m.content for m in messages if m.role.value == "system")
-        user = "\n".join(m.content for m in messages if m.role.value == "user")
-        return system, user
 
-    frames.append(llamaindex)
-    return frames
+def export_framework_prompts(path: Path) -> int:
+    """Write :func:`framework_prompts` (read from the frameworks installed here) to ``path``."""
+    prompts = framework_prompts()
+    path.write_text(json.dumps(prompts, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    return len(prompts)
+
+
+def _fill_frame(system: str, user: str, context: str, question: str) -> tuple[str, str]:
+    def fill(text: str) -> str:
+        return text.replace(_CONTEXT, context).replace(_QUESTION, question)
+
+    return fill(system), fill(user)
 
 
 def rag_example(rng: random.Random, passages: int | None = None) -> Example:
@@ -788,13 +814,12 @@ def _training_json_example(rng: random.Random) -> Example:
 
 
 class TrainingStream:
-    """An endless, seeded stream of training batches: each batch is ``FAMILY_BATCH[family]`` examples of one
-    family, the family drawn by ``FAMILY_WEIGHTS``.
-
-    Its position can be saved and restored (:meth:`getstate` / :meth:`setstate`), so an interrupted
-    training run resumes on exactly the examples it would have seen."""
+    """An endless, seeded source of training examples: numbered batches (:meth:`batch`), each
+    ``FAMILY_BATCH[family]`` examples of one family drawn by ``FAMILY_WEIGHTS``, and a sequential draw
+    (:meth:`take`) whose position can be saved and restored (:meth:`getstate` / :meth:`setstate`)."""
 
     def __init__(self, seed: int = 0, weights: dict[str, float] | None = None) -> None:
+        self._seed = seed
         self._rng = random.Random(seed)
         self._weights = dict(weights or FAMILY_WEIGHTS)
         by_kind: dict[str, list[tuple[_Fact, str]]] = {}
@@ -807,11 +832,16 @@ class TrainingStream:
     def example(self, family: str) -> Example:
         return family_example(self._rng, family, self._by_kind, self._kinds, self._kind_weights)
 
-    def next_batch(self, scale: float = 1.0) -> list[Example]:
+    def batch(self, index: int, scale: float = 1.0) -> list[Example]:
+        """Training batch number ``index``: ``FAMILY_BATCH[family] * scale`` examples of one family.
+
+        Seeded by the stream's seed and ``index`` alone (not by the batches before it), so any process
+        can make any batch: data workers share the work, and a resumed run needs only its step."""
+        rng = random.Random(f"{self._seed}:batch:{index}")
         families = list(self._weights)
-        family = self._rng.choices(families, [self._weights[f] for f in families])[0]
+        family = rng.choices(families, [self._weights[f] for f in families])[0]
         size = max(1, round(FAMILY_BATCH[family] * scale))
-        return [self.example(family) for _ in range(size)]
+        return [family_example(rng, family, self._by_kind, self._kinds, self._kind_weights) for _ in range(size)]
 
     def take(self, count: int, family: str | None = None) -> list[Example]:
         """``count`` examples, of one family or of families drawn by weight one by one."""
@@ -912,11 +942,19 @@ def write_jsonl(path: Path, examples: Iterable[Example]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True, help="directory for train.jsonl, heldout.jsonl, schema.json")
+    parser.add_argument("--out", type=Path, help="directory for train.jsonl, heldout.jsonl, schema.json")
+    parser.add_argument("--export-framework-prompts", type=Path, metavar="FILE",
+                        help=f"write the installed frameworks' QA prompts to FILE (for ${FRAMEWORK_PROMPTS_ENV})")
     parser.add_argument("--train-size", type=int, default=20_000)
     parser.add_argument("--heldout-size", type=int, default=100, help="held-out prompts per task format")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if not (args.out or args.export_framework_prompts):
+        parser.error("give --out DIR, --export-framework-prompts FILE, or both")
+    if args.export_framework_prompts:
+        print(f"wrote {export_framework_prompts(args.export_framework_prompts)} prompts to {args.export_framework_prompts}")
+    if not args.out:
+        return
     corpus = build_corpus(args.train_size, args.heldout_size, args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     n_train = write_jsonl(args.out / "train.jsonl", corpus.train)

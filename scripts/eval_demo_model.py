@@ -27,9 +27,9 @@ defaults; all requests of a set are submitted at once. ``--tasks`` picks from:
   :func:`diffgemma_adapters.request.prepare_request`: prefilled call, ``builtin.tool_call``) and RAG (no
   validator): valid %, exact %, mean denoising steps per answer, wall seconds.
 
-``--check-contamination --train-steps N`` regenerates the training stream of the run
-(``TrainingStream(seed).next_batch(scale)`` N times) and counts the training examples that hold any
-hand-written value (names, cities, tool names, argument values, results, answer spans) as a whole word.
+``--check-contamination SEED:STEPS:SCALE`` (once per training stage) regenerates the batches of the run
+(``TrainingStream(seed).batch(i, scale)`` for each step ``i``) and counts the training examples that hold
+any hand-written value (names, cities, tool names, argument values, results, answer spans) as a whole word.
 
     python scripts/eval_demo_model.py                                   # the shipped checkpoint, everything
     python scripts/eval_demo_model.py --model DIR --count 8 --tasks json,tool   # a quick look
@@ -606,6 +606,24 @@ def example_text(example: demo_data.Example) -> str:
 
 
 @dataclass(frozen=True)
+class TrainRun:
+    """One training stage as ``train_demo_model.py`` ran it: its ``--seed``, its steps and its batch scale
+    (``--batch-size`` / 48); its batch ``i`` is ``TrainingStream(seed).batch(i, scale)``."""
+
+    seed: int
+    steps: int
+    scale: float = 1.0
+
+    @classmethod
+    def parse(cls, text: str) -> TrainRun:
+        """``SEED:STEPS`` or ``SEED:STEPS:SCALE``."""
+        parts = text.split(":")
+        if len(parts) not in (2, 3):
+            raise ValueError(f"a training run is SEED:STEPS or SEED:STEPS:SCALE, not {text!r}")
+        return cls(int(parts[0]), int(parts[1]), float(parts[2]) if len(parts) == 3 else 1.0)
+
+
+@dataclass(frozen=True)
 class Contamination:
     steps: int
     examples: int
@@ -614,28 +632,18 @@ class Contamination:
     snippets: tuple[str, ...] = ()  # the text around the first few finds
 
 
-def check_contamination(values: Iterable[str], steps: int, seed: int, scale: float, reserved_from_step: int = 0) -> Contamination:
-    """Regenerate the training stream of ``steps`` batches (``TrainingStream(seed).next_batch(scale)``, as
-    ``train_demo_model.py`` draws them) and count the examples whose text holds a hand-written value.
-
-    ``reserved_from_step``: the step from which the training process had the reservations in force
-    (:mod:`demo_data` imports :mod:`demo_eval_sets`; the shipped stage-2 run got that import when it was
-    resumed at step 242). Reservations change which values the generator draws, so the regenerated stream
-    matches the trained one only with the same switch-over step."""
-    import demo_values
-
+def check_contamination(values: Iterable[str], runs: Sequence[TrainRun]) -> Contamination:
+    """Regenerate the batches of the training ``runs`` exactly as ``train_demo_model.py`` drew them and
+    count the examples whose text holds a hand-written value as a whole word."""
     pattern = value_pattern(values)
-    saved = set(demo_values.RESERVED)
-    try:
-        stream = demo_data.TrainingStream(seed)
-        examples = contaminated = 0
-        hits: Counter[str] = Counter()
-        snippets: list[str] = []
-        for step in range(steps):
-            demo_values.RESERVED.clear()
-            if step >= reserved_from_step:
-                demo_values.RESERVED.update(saved)
-            for example in stream.next_batch(scale):
+    examples = contaminated = steps = 0
+    hits: Counter[str] = Counter()
+    snippets: list[str] = []
+    for run in runs:
+        stream = demo_data.TrainingStream(run.seed)
+        steps += run.steps
+        for step in range(run.steps):
+            for example in stream.batch(step, run.scale):
                 examples += 1
                 text = example_text(example)
                 matches = [] if pattern is None else list(pattern.finditer(text))
@@ -643,9 +651,6 @@ def check_contamination(values: Iterable[str], steps: int, seed: int, scale: flo
                 hits.update({match.group(0).lower() for match in matches})
                 if matches and len(snippets) < 5:
                     snippets.append(text[max(0, matches[0].start() - 40) : matches[0].end() + 40].replace("\n", " "))
-    finally:
-        demo_values.RESERVED.clear()
-        demo_values.RESERVED.update(saved)
     return Contamination(steps, examples, contaminated, tuple(hits.most_common()), tuple(snippets))
 
 
@@ -760,13 +765,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-running", type=int, default=16, help="requests denoised together")
     parser.add_argument("--unigram-examples", type=int, default=20_000, help="training examples for the unigram baseline")
     parser.add_argument("--seed", type=int, default=0, help="seed of the corruption draws in the loss")
-    parser.add_argument("--check-contamination", action="store_true",
-                        help="regenerate the training stream (--train-steps batches) and count examples holding a hand-written value")
-    parser.add_argument("--train-steps", type=int, help="training steps the checkpoint's run took (for --check-contamination)")
-    parser.add_argument("--train-seed", type=int, default=0, help="the training run's --seed")
-    parser.add_argument("--train-batch-scale", type=float, default=1.0, help="the run's --batch-size / 48")
-    parser.add_argument("--reserved-from-step", type=int, default=0,
-                        help="the training step from which the hand-written values were reserved (the shipped run: 242)")
+    parser.add_argument("--check-contamination", metavar="SEED:STEPS[:SCALE]", action="append", default=[],
+                        help="regenerate the batches of a training run (its --seed, its steps, its --batch-size / 48) and "
+                             "count the examples holding a hand-written value; once per stage of a warm-started checkpoint")
     parser.add_argument("--json-out", type=Path, help="also write the raw numbers here")
     parser.add_argument("--write-results", action="store_true",
                         help="write the tables into the checkpoint's README.md and docs/demo-model.md")
@@ -775,14 +776,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         tasks = parse_tasks(args.tasks)
     except ValueError as error:
         parser.error(str(error))
-    if args.check_contamination and not args.train_steps:
-        parser.error("--check-contamination needs --train-steps N (the steps the training run took)")
+    try:
+        runs = [TrainRun.parse(text) for text in args.check_contamination]
+    except ValueError as error:
+        parser.error(str(error))
 
     contamination = None
-    if args.check_contamination:
+    if runs:
         started = time.monotonic()
-        contamination = check_contamination(sets.handwritten_values(), args.train_steps, args.train_seed,
-                                             args.train_batch_scale, args.reserved_from_step)  # fmt: skip
+        contamination = check_contamination(sets.handwritten_values(), runs)
         print(contamination_report(contamination) + f" ({time.monotonic() - started:.0f} s)\n", flush=True)
         if not tasks:
             return 0

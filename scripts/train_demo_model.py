@@ -39,8 +39,10 @@ is written to ``--out``.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import math
+import multiprocessing
 import os
 import random
 import sys
@@ -53,6 +55,8 @@ from typing import Any
 # On a shared CPU, OpenMP threads that spin while waiting for a core make every step several times slower;
 # passive waiting must be chosen before torch loads OpenMP.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# The data workers are forked after the tokenizer has run; its own thread pool would not survive the fork.
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -75,6 +79,7 @@ EOS_TOKEN_IDS = tuple(tiny_random.EOS_TOKEN_IDS)
 CHAT_TEMPLATE = tiny_random.CHAT_TEMPLATE
 
 RESERVE_SECONDS = 60.0  # of the --minutes budget, kept for the final held-out evaluation and the export
+STAGES_HEADER = "# stage by stage (each stage ran the scripts of its own commit)"
 CARD_RESULTS_BEGIN = "<!-- demo-results:begin -->"
 CARD_RESULTS_END = "<!-- demo-results:end -->"
 
@@ -274,6 +279,77 @@ def make_batch(examples: Sequence[Encoded], canvas_length: int, rng: random.Rand
     return Batch(prefix, mask, mask.sum(dim=1), torch.tensor(canvases), torch.tensor(contents))
 
 
+class BatchMaker:
+    """Training batch ``index`` (its examples, their token ids, the canvas picked from each) from the seed
+    and ``index`` alone, so it is the same whichever process makes it and however many do."""
+
+    def __init__(self, tokenizer: Any, settings: TrainSettings, canvas_length: int) -> None:
+        self.tokenizer = tokenizer
+        self.stream = demo_data.TrainingStream(settings.seed)
+        self.scale = settings.batch_size / 48
+        self.seed = settings.seed
+        self.canvas_length = canvas_length
+        self.shift = settings.canvas_shift
+
+    def encoded(self, index: int) -> list[Encoded]:
+        return [encode_example(self.tokenizer, e) for e in self.stream.batch(index, self.scale)]
+
+    def assemble(self, index: int, examples: Sequence[Encoded]) -> Batch:
+        return make_batch(examples, self.canvas_length, random.Random(f"{self.seed}:canvas:{index}"), self.shift)
+
+    def batch(self, index: int) -> Batch:
+        return self.assemble(index, self.encoded(index))
+
+
+_worker_maker: BatchMaker | None = None
+
+
+def _set_worker_maker(maker: BatchMaker) -> None:
+    global _worker_maker
+    _worker_maker = maker
+
+
+def _encode_in_worker(index: int) -> list[Encoded]:
+    assert _worker_maker is not None
+    return _worker_maker.encoded(index)
+
+
+class BatchSource:
+    """Batches in step order, generated ahead by ``workers`` forked processes (0: in this process).
+
+    Generating and tokenizing a batch takes ~40 ms of one core per 48 examples: next to a GPU step that
+    is the bottleneck, so the workers keep ``4 * workers`` batches in flight. The pool is forked when the
+    source is made, which must be before CUDA starts in this process."""
+
+    def __init__(self, maker: BatchMaker, workers: int = 0) -> None:
+        self.maker = maker
+        self._pool = None
+        self._pending: collections.deque[tuple[int, Any]] = collections.deque()
+        self._next = 0
+        self._depth = 4 * workers
+        if workers:
+            context = multiprocessing.get_context("fork")
+            self._pool = context.Pool(workers, initializer=_set_worker_maker, initargs=(maker,))
+
+    def batch(self, index: int) -> Batch:
+        if self._pool is None:
+            return self.maker.batch(index)
+        if not self._pending or self._pending[0][0] != index:  # first call, or a jump (resume)
+            self._pending.clear()
+            self._next = index
+        while len(self._pending) < self._depth:
+            self._pending.append((self._next, self._pool.apply_async(_encode_in_worker, (self._next,))))
+            self._next += 1
+        _, result = self._pending.popleft()
+        return self.maker.assemble(index, result.get())
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
+
+
 def corrupt(canvas: torch.Tensor, rates: torch.Tensor, vocab_size: int, generator: torch.Generator) -> torch.Tensor:
     """Uniform-state corruption: each position becomes a uniformly random token with its row's rate."""
     replace = torch.rand(canvas.shape, generator=generator) < rates.cpu()[:, None]
@@ -457,16 +533,15 @@ def train_step(
     return parts
 
 
-def save_state(path: Path, model: Any, optimizer: torch.optim.Optimizer, run: RunState, stream: demo_data.TrainingStream,
-               batch_rng: random.Random, generator: torch.Generator, recipe: dict[str, Any]) -> None:  # fmt: skip
-    """Atomically write the training state (weights, optimizer, RNGs, data position, progress, recipe)."""
+def save_state(path: Path, model: Any, optimizer: torch.optim.Optimizer, run: RunState, generator: torch.Generator,
+               recipe: dict[str, Any]) -> None:  # fmt: skip
+    """Atomically write the training state (weights, optimizer, corruption RNG, progress, recipe); the data
+    position is the step (batch ``i`` depends on the seed and ``i`` alone)."""
     payload = {
         "recipe": recipe,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "run": asdict(run),
-        "stream": stream.getstate(),
-        "batch_rng": batch_rng.getstate(),
         "generator": generator.get_state(),
     }
     tmp = path.with_suffix(".tmp")
@@ -474,16 +549,14 @@ def save_state(path: Path, model: Any, optimizer: torch.optim.Optimizer, run: Ru
     os.replace(tmp, path)
 
 
-def load_state(path: Path, model: Any, optimizer: torch.optim.Optimizer, stream: demo_data.TrainingStream,
-               batch_rng: random.Random, generator: torch.Generator, recipe: dict[str, Any]) -> RunState:  # fmt: skip
+def load_state(path: Path, model: Any, optimizer: torch.optim.Optimizer, generator: torch.Generator,
+               recipe: dict[str, Any]) -> RunState:  # fmt: skip
     payload = torch.load(path, weights_only=False)
     if payload.get("recipe") != recipe:
         raise SystemExit(f"{path} was written with other settings; resume with the same flags "
                          f"(saved: {payload.get('recipe')})")  # fmt: skip
     model.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
-    stream.setstate(payload["stream"])
-    batch_rng.setstate(payload["batch_rng"])
     generator.set_state(payload["generator"])
     return RunState(**payload["run"])
 
@@ -530,8 +603,10 @@ def model_card(size: ModelSize, settings: TrainSettings, run: RunState, paramete
         provenance = (f"warm-started from an earlier checkpoint (`{settings.init_from}`: its weights and tokenizer) "
                       f"and trained for {run.elapsed / 60:.0f} more minutes ({device_note}); the steps, tokens and "
                       "losses below count this run only")  # fmt: skip
-        reproduce = "\n".join(["# the starting checkpoint, as its card gives it (each stage ran the scripts of its own commit)",
-                               *earlier, "# this run, from that checkpoint", this_run])  # fmt: skip
+        if earlier[0] != STAGES_HEADER:
+            earlier.insert(0, STAGES_HEADER)
+        reproduce = "\n".join([*earlier, f"# then, from the checkpoint above (--out of the line before: {settings.init_from})",
+                               this_run])  # fmt: skip
     else:
         provenance = f"trained from scratch in {run.elapsed / 60:.0f} minutes ({device_note})"
         reproduce = this_run
@@ -639,7 +714,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--eval-every", type=int, default=200, help="steps between held-out loss reports")
     parser.add_argument("--log-every", type=int, default=25)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda (TF32 matrix products)")
+    parser.add_argument("--data-workers", type=int, default=0,
+                        help="processes that generate batches ahead (0: the training process; a GPU needs several)")
     for name, value in asdict(ModelSize()).items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=value, dest=f"size_{name}", metavar="N")
     for name in ("seed", "batch_size", "warmup_steps", "tokenizer_examples", "canvas_repeats"):
@@ -680,6 +757,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(tokenizer) > size.vocab_size:
         raise SystemExit(f"tokenizer has {len(tokenizer)} tokens, more than --vocab-size {size.vocab_size}")
 
+    batches = BatchSource(BatchMaker(tokenizer, settings, size.canvas_length), args.data_workers)  # before CUDA starts
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     model = build_model(size, settings.seed)
     if settings.init_from:
         from transformers import DiffusionGemmaForBlockDiffusion
@@ -691,13 +772,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = model.to(device)
     model.train()
     optimizer = make_optimizer(model, settings)
-    stream = demo_data.TrainingStream(settings.seed)
-    batch_rng = random.Random(settings.seed + 1)
     generator = torch.Generator().manual_seed(settings.seed + 2)
     run = RunState()
     recipe = {"size": asdict(size), "settings": asdict(settings)}
     if args.resume and state_path.is_file():
-        run = load_state(state_path, model, optimizer, stream, batch_rng, generator, recipe)
+        run = load_state(state_path, model, optimizer, generator, recipe)
         print(f"resumed at step {run.step} ({run.elapsed / 60:.1f} min trained)", flush=True)
     if args.max_steps != "auto":
         run.total_steps = int(args.max_steps)
@@ -735,8 +814,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             run.total_steps = run.step + run.decay_steps
             print(f"decay starts: {run.decay_steps} steps to go, {run.total_steps} in all (at {pace:.2f} s/step); "
                   f"repeat this run with --max-steps {run.total_steps} --decay-steps {run.decay_steps}", flush=True)  # fmt: skip
-        examples = [encode_example(tokenizer, e) for e in stream.next_batch(settings.batch_size / 48)]
-        batch = _to_device(make_batch(examples, size.canvas_length, batch_rng, settings.canvas_shift), device)
+        batch = _to_device(batches.batch(run.step), device)
         lr = learning_rate(run.step, run.total_steps, run.decay_steps, settings)
         parts = train_step(model, optimizer, batch, generator, settings, lr)
         loss = parts.loss.item()
@@ -762,11 +840,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"validation names {validation:.3f} (best {run.best_validation:.3f} at step {run.best_step})", flush=True)  # fmt: skip
         if time.monotonic() - last_checkpoint > args.checkpoint_minutes * 60:
             run.elapsed = trained_before + (time.monotonic() - session_start)
-            save_state(state_path, model, optimizer, run, stream, batch_rng, generator, recipe)
+            save_state(state_path, model, optimizer, run, generator, recipe)
             last_checkpoint = time.monotonic()
             print(f"checkpointed training state at step {run.step} to {state_path}", flush=True)
 
-    save_state(state_path, model, optimizer, run, stream, batch_rng, generator, recipe)
+    batches.close()
+    save_state(state_path, model, optimizer, run, generator, recipe)
     keep_if_best(model, run, validation_batches, best_path, settings.seed)
     if run.best_step is not None and run.best_step != run.step:
         model.load_state_dict(torch.load(best_path, weights_only=True))
@@ -775,11 +854,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     held = heldout_loss(model, heldout_batches, seed=settings.seed)
     print(f"final held-out denoising loss {held[0]:.3f} (response positions {held[1]:.3f}) after {run.step} steps, "
           f"{run.tokens:,} tokens, {run.elapsed / 60:.1f} min", flush=True)  # fmt: skip
+    on_device = f" --device {device.type} --data-workers {args.data_workers}" if device.type != "cpu" else ""
     command = (f"python scripts/train_demo_model.py --minutes {args.minutes:g} --max-steps {run.total_steps or run.step} "
-               f"--decay-steps {run.decay_steps} --seed {settings.seed}")  # fmt: skip
+               f"--decay-steps {run.decay_steps} --seed {settings.seed}{on_device}")  # fmt: skip
     if stopped_by_clock:
         command += f"  # stopped by the clock after {run.step} steps"
-    machine = f"{device.type}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    if device.type == "cuda":
+        machine = f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}, TF32, {args.data_workers} data workers"
+    else:
+        machine = f"{device.type}, torch {torch.__version__}, {torch.get_num_threads()} threads"
     card = model_card(size, settings, run, parameters, held, command, machine)
     export_checkpoint(args.out, model.to("cpu"), tokenizer, card)
     (args.work_dir / "train_log.json").write_text(json.dumps(run.log, indent=1) + "\n", encoding="utf-8")

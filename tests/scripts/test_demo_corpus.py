@@ -300,6 +300,25 @@ def test_every_tool_answer_copies_the_result_of_the_call_in_its_history():
         assert example.answer.rstrip(".") == result["content"].rstrip(".")
 
 
+def test_framework_prompts_exported_where_installed_train_the_same_examples_where_not(tmp_path, monkeypatch):
+    pytest.importorskip("llama_index.core")
+    demo_data.framework_prompts.cache_clear()
+    installed = [demo_data.rag_example(random.Random(i)) for i in range(60)]
+    path = tmp_path / "prompts.json"
+    assert demo_data.export_framework_prompts(path) == 1
+    monkeypatch.setitem(sys.modules, "llama_index.core.prompts.chat_prompts", None)  # as on a machine without it
+    monkeypatch.setenv(demo_data.FRAMEWORK_PROMPTS_ENV, str(path))
+    demo_data.framework_prompts.cache_clear()
+    try:
+        assert [demo_data.rag_example(random.Random(i)) for i in range(60)] == installed
+        assert any(example.system for example in installed)
+        monkeypatch.delenv(demo_data.FRAMEWORK_PROMPTS_ENV)
+        demo_data.framework_prompts.cache_clear()
+        assert demo_data.framework_rag_frames() == []  # neither installed nor exported: our own frames only
+    finally:
+        demo_data.framework_prompts.cache_clear()
+
+
 def _passages(prompt: str) -> str:
     """The prompt without its question lines (a question ends with "?")."""
     return "\n".join(line for line in prompt.splitlines() if not line.rstrip().endswith("?"))

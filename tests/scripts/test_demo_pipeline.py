@@ -57,6 +57,31 @@ def test_training_stream_resumes_from_saved_state():
     assert resumed.take(20) == expected
 
 
+def test_numbered_batches_depend_on_seed_and_index_alone():
+    stream = demo_data.TrainingStream(seed=4)
+    later_first = [stream.batch(i, 0.5) for i in (7, 3, 7)]
+    fresh = demo_data.TrainingStream(seed=4)
+    assert later_first[0] == later_first[2] == fresh.batch(7, 0.5)
+    assert later_first[1] == fresh.batch(3, 0.5) != later_first[0]
+    assert demo_data.TrainingStream(seed=5).batch(7, 0.5) != later_first[0]
+    sizes = {len(demo_data.TrainingStream(seed=4).batch(i, 2.0)) for i in range(40)}
+    assert sizes <= {round(2.0 * n) for n in demo_data.FAMILY_BATCH.values()} and len(sizes) > 2
+
+
+def test_data_workers_make_the_same_batches_as_the_training_process(tokenizer):
+    settings = training.TrainSettings(batch_size=12)
+    maker = training.BatchMaker(tokenizer, settings, canvas_length=16)
+    inline = training.BatchSource(maker)
+    workers = training.BatchSource(maker, workers=2)
+    try:
+        for index in (0, 1, 2, 9, 10):  # a jump (a resumed run) restarts the prefetch at the new step
+            expected, got = inline.batch(index), workers.batch(index)
+            for name in ("prefix", "prefix_mask", "prefix_lengths", "canvas", "content"):
+                assert torch.equal(getattr(expected, name), getattr(got, name)), (index, name)
+    finally:
+        workers.close()
+
+
 def test_heldout_prompts_never_occur_in_training():
     train_space = {prompt for _, prompt in demo_data.short_prompts("train")}
     heldout_space = {prompt for _, prompt in demo_data.short_prompts("heldout")}
@@ -319,6 +344,20 @@ def test_the_export_is_the_step_with_the_lowest_validation_loss(tmp_path):
 
 
 # -- eval metrics -----------------------------------------------------------------------------------
+
+
+def test_contamination_check_regenerates_the_numbered_batches_of_each_stage():
+    runs = [evaluation.TrainRun.parse("3:2"), evaluation.TrainRun.parse("4:1:0.5")]
+    assert runs[1] == evaluation.TrainRun(4, 1, 0.5)
+    with pytest.raises(ValueError, match="SEED:STEPS"):
+        evaluation.TrainRun.parse("3")
+    trained = [*demo_data.TrainingStream(3).batch(0), *demo_data.TrainingStream(3).batch(1),
+               *demo_data.TrainingStream(4).batch(0, 0.5)]  # fmt: skip
+    planted = trained[-1].answer.strip(".").split()[-1]  # a word of the last stage's last example
+    found = evaluation.check_contamination([planted], runs)
+    assert (found.steps, found.examples) == (3, len(trained))
+    assert found.contaminated >= 1 and found.hits[0][0] == planted.lower()
+    assert evaluation.check_contamination(["Zyxwvutsrq"], runs).contaminated == 0
 
 
 def test_real_word_fraction_counts_words_in_the_lexicon():
