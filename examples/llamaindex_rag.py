@@ -6,8 +6,9 @@ A ``VectorStoreIndex`` over a few short documents, with ``MockEmbedding`` (no em
 The default ``demo`` model was trained on extractive questions: a context of short factual sentences (in
 LlamaIndex's own question-answering prompt) and a question that reuses one sentence's wording with the
 answer left out ("The shared engine batches concurrent requests." -> "What does the shared engine
-batch?"); the answer should copy the missing span. It does not do that reliably yet (2 % exact spans on
-held-out contexts, see docs/demo-model.md), so the script prints whether each answer is the expected span.
+batch?"); the answer copies the missing span (90 % exact spans on held-out contexts of that shape, but
+2 % on questions written as people write them, see docs/demo-model.md), and the script prints whether
+each answer is the expected span.
 
 Run:  python examples/llamaindex_rag.py [MODEL]
 Needs the ``llamaindex`` extra: pip install "diffgemma-plugins[llamaindex]".

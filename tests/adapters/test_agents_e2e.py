@@ -77,3 +77,47 @@ async def test_llamaindex_function_agent_runs_a_tool_and_answers(shared_engine):
     assert len(engine.requests) == 2
     assert f"{RESPONSE_OPEN}response:current_time" in _prompt(engine, 1)
     assert "12:34" in _prompt(engine, 1)
+
+
+# -- the shipped demo model: the documented examples give the right answer ------------------------------
+
+
+def get_weather(city: str) -> str:
+    """Get the weather for a city."""
+    CALLS.append(f"get_weather({city})")
+    return f"It is sunny in {city}."
+
+
+@pytest.mark.filterwarnings("ignore:create_react_agent has been moved")
+@pytest.mark.parametrize("city", ["Riga", "Porto"])
+def test_langgraph_agent_on_the_demo_model_calls_the_tool_and_answers_from_its_result(city):
+    """The docs' LangGraph example, unforced, on the default model: it chooses the tool itself."""
+    pytest.importorskip("langgraph")
+    from langchain_core.messages import AIMessage
+    from langchain_core.tools import tool
+    from langgraph.prebuilt import create_react_agent
+
+    from diffgemma_adapters.langchain import ChatDiffusionGemma
+
+    agent = create_react_agent(ChatDiffusionGemma(model="demo", max_tokens=64, seed=0), [tool(get_weather)])
+    messages = agent.invoke({"messages": [("user", f"Get the weather for {city}.")]}, {"recursion_limit": 6})["messages"]
+    assert CALLS == [f"get_weather({city})"]
+    assert isinstance(messages[-1], AIMessage) and not messages[-1].tool_calls
+    assert messages[-1].content.strip() == f"It is sunny in {city}."
+
+
+def test_llamaindex_rag_on_the_demo_model_answers_with_the_span():
+    """The docs' offline RAG example on the default model (MockEmbedding; every document retrieved)."""
+    pytest.importorskip("llama_index.core")
+    from llama_index.core import Document, VectorStoreIndex
+    from llama_index.core.embeddings import MockEmbedding
+
+    from diffgemma_adapters.llamaindex import DiffusionGemma
+
+    llm = DiffusionGemma(model="demo", max_tokens=32, seed=0)
+    documents = ["The shared engine batches concurrent requests.", "The validator checks every committed block.",
+                 "Tomasz lives in Riga."]  # fmt: skip
+    index = VectorStoreIndex.from_documents([Document(text=t) for t in documents], embed_model=MockEmbedding(embed_dim=8))
+    engine = index.as_query_engine(llm=llm, similarity_top_k=len(documents))
+    answers = {q: engine.query(q).response.strip() for q in ("What does the shared engine batch?", "Where does Tomasz live?")}
+    assert answers == {"What does the shared engine batch?": "concurrent requests.", "Where does Tomasz live?": "Riga."}
