@@ -10,38 +10,41 @@ batch holds one; :data:`FAMILY_WEIGHTS`, :data:`FAMILY_BATCH`), every example a 
 * **json** — a person record (``{"name": …, "age": …, "city": …}``) or a record with made-up keys and
   types, often with its JSON schema stated in a system turn as the adapters state it;
 * **tool_call** / **tool_answer** — declared tools and a request naming the tool and its argument values:
-  the call with the values copied; then, after the call and the tool's result, an answer copying it;
+  the call with the values copied; then, after the call and the tool's result, an answer copying it
+  (:mod:`demo_tools`);
 * **rag** / **long** — 3–5 short passages (or 24–48) and a question that reuses one sentence's wording:
-  the missing span, in our own frames or LlamaIndex's QA prompt (read from ``llama_index`` if installed).
+  the missing span, in our own frames or LlamaIndex's QA prompt (read from ``llama_index`` if installed;
+  :mod:`demo_rag`).
 
 Values (names, places, words, numbers) come from :mod:`demo_values`, made up on the spot; the hand-written
 evaluation values of :mod:`demo_eval_sets` are reserved, so the generator never writes them. Held-out
 sets (:func:`heldout_examples`): new phrasings of trained facts, :data:`HELDOUT_NAMES`, tools whose noun is
-in the held-out :func:`tool_split`, fresh contexts; :func:`validation_examples` (another seed) picks the
+in the held-out :func:`demo_tools.tool_split`, fresh contexts; :func:`validation_examples` (another seed) picks the
 exported checkpoint.
 
 ``python scripts/demo_data.py --out DIR`` writes ``train.jsonl``, ``heldout.jsonl`` and
-``schema.json``; the training and eval scripts import this module instead.
+``schema.json``; the training and eval scripts import this module instead. :mod:`demo_example` holds the
+:class:`Example` all families produce.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
-import hashlib
 import json
-import os
 import random
 import re
 import string
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from diffgemma_adapters.formats import SCHEMA_INSTRUCTION, declare_tools, format_tool_call, schema_instruction
+from diffgemma_adapters.formats import SCHEMA_INSTRUCTION, declare_tools, schema_instruction
 
 import demo_eval_sets  # noqa: F401  (importing it reserves the hand-written evaluation values)
 import demo_values
+from demo_example import DAYS, Corpus, Example, spoken, stable_unit
+from demo_rag import FRAMEWORK_PROMPTS_ENV, export_framework_prompts, rag_example
+from demo_tools import tool_answer_example, tool_call_example
 
 SHORT = "short"
 JSON = "json"
@@ -93,7 +96,7 @@ CATEGORIES = {
                "fox", "wolf", "deer", "elephant"),
     "colour": ("red", "blue", "green", "yellow", "orange", "purple", "pink", "brown", "black", "white", "grey"),
     "vegetable": ("carrot", "potato", "onion", "pea", "bean", "cabbage", "lettuce", "pepper", "leek", "radish"),
-    "day of the week": ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"),
+    "day of the week": DAYS,
     "month": ("January", "February", "March", "April", "May", "June", "July", "August", "September",
               "October", "November", "December"),
 }  # fmt: skip
@@ -157,7 +160,7 @@ def name_split(name: str) -> str:
         return "heldout"
     if name in TRAIN_NAMES:
         return "train"
-    return "validation" if _stable_unit(f"name-split:{name}") < VALIDATION_NAME_FRACTION else "train"
+    return "validation" if stable_unit(f"name-split:{name}") < VALIDATION_NAME_FRACTION else "train"
 
 
 def _generated_name(rng: random.Random, split: str) -> str:
@@ -217,34 +220,6 @@ REPEAT = "repeat"
 WORD_PATTERN = re.compile(r"[A-Za-z]+")
 
 
-@dataclass(frozen=True)
-class Example:
-    """One chat exchange. ``answers`` lists every right answer (several for "name a fruit").
-
-    The conversation is ``system`` (optional), the user's ``prompt``, then ``history`` (later turns: an
-    assistant tool call ``{"role": "assistant", "tool_calls": [[name, args]]}`` and the tool's result
-    ``{"role": "tool", "name": ..., "content": ...}``); ``tools`` are the OpenAI-format tools offered.
-    :func:`chat_messages` renders it exactly as the adapters and the server do."""
-
-    task: str  # "short", "json", "tool", "rag"
-    kind: str  # the sub-task: "arithmetic", "opposite", ..., "person", "call", "answer", ...
-    prompt: str
-    answer: str  # the target text the model is trained on
-    answers: tuple[str, ...] = ()
-    system: str = ""
-    tools: tuple[dict, ...] = ()
-    history: tuple[dict, ...] = ()
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False)
-
-
-@dataclass(frozen=True)
-class Corpus:
-    train: tuple[Example, ...]
-    heldout: tuple[Example, ...]
-
-
 # -- the fact space ---------------------------------------------------------------------------------
 
 
@@ -302,16 +277,11 @@ def _facts() -> list[_Fact]:
     return facts
 
 
-def _stable_unit(text: str) -> float:
-    """A number in [0, 1) from ``text``, the same on every machine and Python (no ``hash()`` salt)."""
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") / 2**64
-
-
 def _heldout_phrasing(fact: _Fact) -> int | None:
     """The index of the phrasing this fact loses to the held-out split, if any."""
-    if len(fact.prompts) < 2 or _stable_unit(f"heldout:{fact.kind}:{fact.key}") >= HELDOUT_FRACTION:
+    if len(fact.prompts) < 2 or stable_unit(f"heldout:{fact.kind}:{fact.key}") >= HELDOUT_FRACTION:
         return None
-    return int(_stable_unit(f"phrasing:{fact.kind}:{fact.key}") * len(fact.prompts))
+    return int(stable_unit(f"phrasing:{fact.kind}:{fact.key}") * len(fact.prompts))
 
 
 def short_prompts(split: str) -> list[tuple[_Fact, str]]:
@@ -407,7 +377,7 @@ def _plain_style(fields: Sequence[tuple[str, str]], title: str = "") -> dict:
     JSON-schema dict (``title`` and ``description`` first, no field titles)."""
     properties = {key: {"type": kind} for key, kind in fields}
     required = [key for key, _ in fields]
-    if title and _stable_unit(f"schema-style:{title}") < 0.5:
+    if title and stable_unit(f"schema-style:{title}") < 0.5:
         return {"title": title, "description": "", "properties": properties, "required": required, "type": "object"}
     return {"type": "object", "properties": properties, "required": required}
 
@@ -451,12 +421,6 @@ def field_value(rng: random.Random, kind: str) -> object:
     return demo_values.any_value(rng)
 
 
-def _spoken(value: object) -> str:
-    if value is True or value is False:
-        return "true" if value else "false"
-    return str(value)
-
-
 def _record_example(rng: random.Random) -> Example:
     """A JSON record with generated keys, types and values; the schema (when given) supplies the keys."""
     count = rng.randint(1, 4)
@@ -467,271 +431,11 @@ def _record_example(rng: random.Random) -> Example:
             keys.append(key)
     fields = [(key, rng.choice(FIELD_KINDS)) for key in keys]
     values = {key: field_value(rng, kind) for key, kind in fields}
-    pairs_text = ", ".join(f"{key.replace('_', ' ')} {_spoken(values[key])}" for key in keys)
+    pairs_text = ", ".join(f"{key.replace('_', ' ')} {spoken(values[key])}" for key in keys)
     prompt = rng.choice(RECORD_TEMPLATES).format(pairs=pairs_text, keys=", ".join(repr(key) for key in keys))
     system = schema_instruction(_record_schema(rng, demo_values.word(rng).title(), fields)) if rng.random() < 0.7 else ""
     record = json.dumps(values, ensure_ascii=False)
     return Example(JSON, "record", prompt, record, (record,), system=system)
-
-
-# -- tool calls -------------------------------------------------------------------------------------
-
-TOOL_VERBS = ("get", "find", "book", "send", "convert", "set", "add", "check", "create", "delete", "list",
-              "translate", "search", "update", "cancel", "order", "schedule", "lookup", "compute", "fetch")  # fmt: skip
-PARAM_WORDS = ("city", "date", "amount", "count", "name", "email", "query", "unit", "language", "text", "input",
-               "customer_name", "price", "size", "colour", "time", "place", "title", "user", "code", "number",
-               "label", "country", "item", "note", "topic", "level", "days", "value", "target")  # fmt: skip
-INTEGER_PARAMS = {"count", "amount", "size", "days", "number", "level", "input", "value"}
-TOOL_SPLIT_FRACTION = 0.15  # of generated tool nouns, kept for held-out evaluation only
-
-
-def tool_split(noun: str) -> str:
-    return "heldout" if _stable_unit(f"tool-split:{noun}") < TOOL_SPLIT_FRACTION else "train"
-
-
-def _tool_noun(rng: random.Random, split: str) -> str:
-    while True:
-        noun = "_".join(demo_values.word(rng) for _ in range(rng.choice((1, 1, 2))))
-        if tool_split(noun) == split:
-            return noun
-
-
-def openai_tool(name: str, description: str, params: Sequence[tuple[str, str, str]], langchain_order: bool = True) -> dict:
-    """An OpenAI-format tool, its parameter keys in the order LangChain's ``convert_to_openai_tool`` writes
-    them (``properties``, ``required``, ``type``) or in the OpenAI documentation's (``type`` first)."""
-    properties = {}
-    for param, kind, text in params:
-        properties[param] = {**({"description": text} if text else {}), "type": kind}
-    required = [p for p, _, _ in params]
-    if langchain_order:
-        parameters = {"properties": properties, "required": required, "type": "object"}
-    else:
-        parameters = {"type": "object", "properties": properties, "required": required}
-    function = {"name": name, **({"description": description} if description else {}), "parameters": parameters}
-    return {"type": "function", "function": function}
-
-
-@dataclass(frozen=True)
-class ToolSpec:
-    verb: str
-    noun: str
-    params: tuple[tuple[str, str, str], ...]  # (name, JSON type, description)
-
-    @property
-    def name(self) -> str:
-        return f"{self.verb}_{self.noun}"
-
-    def openai(self, rng: random.Random) -> dict:
-        words = self.noun.replace("_", " ")
-        description = rng.choice((f"{self.verb.title()} the {words}.", f"{self.verb.title()} a {words} for the user.",
-                                  f"Use this to {self.verb} {words}.", ""))  # fmt: skip
-        return openai_tool(self.name, description, self.params, langchain_order=rng.random() < 0.6)
-
-
-def _tool_spec(rng: random.Random, split: str, verb: str | None = None) -> ToolSpec:
-    noun = _tool_noun(rng, split)
-    count = rng.choice((0, 1, 1, 1, 2, 2, 3))
-    names = rng.sample(PARAM_WORDS, count)
-    params = []
-    for param in names:
-        kind = "integer" if param in INTEGER_PARAMS and rng.random() < 0.8 else rng.choice(("string", "string", "number"))
-        text = rng.choice(("", "", f"The {param.replace('_', ' ')}.", f"{param.replace('_', ' ').title()} to use."))
-        params.append((param, kind, text))
-    return ToolSpec(verb or rng.choice(TOOL_VERBS), noun, tuple(params))
-
-
-def tool_args(rng: random.Random, spec: ToolSpec) -> dict:
-    args: dict[str, object] = {}
-    for param, kind, _ in spec.params:
-        if kind == "integer":
-            args[param] = demo_values.number(rng)
-        elif kind == "number":
-            args[param] = demo_values.decimal(rng) if rng.random() < 0.6 else demo_values.number(rng)
-        else:
-            args[param] = demo_values.any_value(rng)
-    return args
-
-
-def tool_request(rng: random.Random, spec: ToolSpec, args: dict) -> str:
-    """A user request that names the tool (by its name or its words) and every argument value."""
-    words = spec.noun.replace("_", " ")
-    pairs = [(param.replace("_", " "), _spoken(value)) for param, value in args.items()]
-    said = ", ".join(f"{param} {value}" for param, value in pairs)
-    if not pairs:
-        return rng.choice((f"What is the value of {spec.name}()? Use the tool.", f"Please {spec.verb} the {words}.",
-                           f"Call {spec.name}.", f"Can you {spec.verb} {words} for me?", f"Use the {spec.name} tool."))  # fmt: skip
-    first = pairs[0][1]
-    options = [
-        f"Please {spec.verb} the {words} with {said}.",
-        f"Use the {spec.name} tool: {said}.",
-        f"Call {spec.name} with " + ", ".join(f"{p}={v}" for p, v in pairs) + ".",
-        f"Can you {spec.verb} {words}? " + " ".join(f"{p.capitalize()}: {v}." for p, v in pairs),
-        f"I need you to {spec.verb} {words} ({said}).",
-    ]
-    if len(pairs) == 1:
-        options += [f"What is the value of {spec.name}({first})? Use the tool.",
-                    f"{spec.verb.capitalize()} the {words} for {first}.",
-                    f"{spec.verb.capitalize()} a {words} named '{first}'.",
-                    f"Create a {words} named '{first}' - use {spec.name}."]  # fmt: skip
-    return rng.choice(options)
-
-
-def tool_result(rng: random.Random) -> str:
-    value = demo_values.any_value(rng)
-    return rng.choice((value, value, f"{value}.", str(demo_values.number(rng)), f"It is {value}."))
-
-
-def answer_from_result(result: str) -> str:
-    return result if result.endswith((".", "!", "?")) else f"{result}."
-
-
-def _toolset(rng: random.Random, split: str) -> tuple[ToolSpec, list[ToolSpec]]:
-    target = _tool_spec(rng, split)
-    others = [_tool_spec(rng, "train") for _ in range(rng.choice((0, 1, 1, 2)))]
-    tools = [target, *others]
-    rng.shuffle(tools)
-    return target, tools
-
-
-def tool_call_example(rng: random.Random, split: str = "train") -> Example:
-    """Declared tools and a request: the answer is the call of the requested tool with copied arguments."""
-    target, tools = _toolset(rng, split)
-    args = tool_args(rng, target)
-    call = format_tool_call(target.name, args)
-    prompt = tool_request(rng, target, args)
-    return Example("tool", "call", prompt, call, (call,), tools=tuple(t.openai(rng) for t in tools))
-
-
-def tool_answer_example(rng: random.Random, split: str = "train") -> Example:
-    """The same conversation after the call and the tool's result: the answer copies the result."""
-    target, tools = _toolset(rng, split)
-    args = tool_args(rng, target)
-    result = tool_result(rng)
-    answer = answer_from_result(result)
-    history = ({"role": "assistant", "content": "", "tool_calls": [[target.name, args]]},
-               {"role": "tool", "name": target.name, "content": result})  # fmt: skip
-    return Example("tool", "answer", tool_request(rng, target, args), answer, (answer,),
-                   tools=tuple(t.openai(rng) for t in tools), history=history)  # fmt: skip
-
-
-# -- answers from a retrieved context -----------------------------------------------------------------
-
-RAG_RELATIONS = (
-    # (passage sentence, question, answer) over slots: P person, C place, L land, O organisation, N number,
-    # Y year, W thing, V verb phrase object, J job, D day
-    ("{P} lives in {C}.", "Where does {P} live?", "{C}."),
-    ("{P} was born in {Y}.", "When was {P} born?", "{Y}."),
-    ("The capital of {L} is {C}.", "What is the capital of {L}?", "{C}."),
-    ("{P} works as a {J}.", "What does {P} work as?", "A {J}."),
-    ("The {W} costs {N} dollars.", "How much does the {W} cost?", "{N} dollars."),
-    ("{O} was founded by {P}.", "Who founded {O}?", "{P}."),
-    ("{O} was founded in {Y}.", "When was {O} founded?", "{Y}."),
-    ("{O} has {N} employees.", "How many employees does {O} have?", "{N}."),
-    ("The {W} is made of {V}.", "What is the {W} made of?", "{V}."),
-    ("The {W} stores {V}.", "What does the {W} store?", "{V}."),
-    ("The {W} batches {V}.", "What does the {W} batch?", "{V}."),
-    ("The {W} checks {V}.", "What does the {W} check?", "{V}."),
-    ("The {W} writes {V}.", "What does the {W} write?", "{V}."),
-    ("The {W} runs on {V}.", "What does the {W} run on?", "{V}."),
-    ("{P}'s favourite food is {V}.", "What is {P}'s favourite food?", "{V}."),
-    ("The meeting with {P} is on {D}.", "When is the meeting with {P}?", "On {D}."),
-    ("{O} is based in {C}.", "Where is {O} based?", "{C}."),
-    ("The river {W} flows through {C}.", "Which city does the river {W} flow through?", "{C}."),
-    ("{P} wrote the book {V}.", "Which book did {P} write?", "{V}."),
-    ("The password for {O} is {K}.", "What is the password for {O}?", "{K}."),
-)  # fmt: skip
-JOBS = ("teacher", "baker", "pilot", "nurse", "farmer", "painter", "doctor", "lawyer", "driver", "chef", "writer",
-        "engineer", "tailor", "gardener", "miner", "sailor", "singer", "judge", "banker", "plumber")  # fmt: skip
-DAYS = CATEGORIES["day of the week"]
-RAG_FRAMES = (
-    "Answer the question using the passages below.\n\n{context}\n\nQuestion: {question}",
-    "{context}\n\nUsing only the text above, answer: {question}",
-    "Context:\n{context}\n\nQuestion: {question}\nAnswer:",
-    "Here are some documents.\n\n{context}\n\n{question}",
-    "Read this.\n---\n{context}\n---\n{question}",
-)  # fmt: skip
-
-
-def _slots(rng: random.Random) -> dict[str, str]:
-    return {
-        "P": demo_values.name(rng), "C": demo_values.place(rng), "L": demo_values.place(rng),
-        "O": demo_values.word(rng).capitalize() + rng.choice(("", " Ltd", " Group", " Labs", " & Co")),
-        "N": str(demo_values.number(rng)), "Y": str(demo_values.year(rng)), "W": demo_values.word(rng),
-        "V": demo_values.phrase(rng, 1, 4), "J": rng.choice(JOBS), "D": rng.choice(DAYS),
-        "K": "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(rng.randint(4, 10))),
-    }  # fmt: skip
-
-
-FRAMEWORK_PROMPTS_ENV = "DIFFGEMMA_DEMO_FRAMEWORK_PROMPTS"
-"""A JSON file of the frameworks' QA prompts (:func:`export_framework_prompts`), for a training machine
-without the frameworks installed (the GPU machine the shipped checkpoint was trained on has none)."""
-_CONTEXT, _QUESTION = "\x00context\x00", "\x00question\x00"
-
-
-def framework_rag_frames() -> list[Callable[[str, str], tuple[str, str]]]:
-    """The (system, user) text-QA prompts of the RAG frameworks installed here (LlamaIndex's default chat QA
-    prompt), read from the framework itself so the model is trained on what it actually sends; where it is
-    not installed, from the file ``$DIFFGEMMA_DEMO_FRAMEWORK_PROMPTS`` names, if any."""
-    return [functools.partial(_fill_frame, system, user) for system, user in framework_prompts().values()]
-
-
-@functools.cache
-def framework_prompts() -> dict[str, tuple[str, str]]:
-    """``{framework: (system, user)}`` with placeholders for the context and the question."""
-    try:
-        from llama_index.core.prompts.chat_prompts import CHAT_TEXT_QA_PROMPT
-    except ImportError:
-        path = os.environ.get(FRAMEWORK_PROMPTS_ENV)
-        if not path:
-            return {}
-        return {name: (pair[0], pair[1]) for name, pair in json.loads(Path(path).read_text(encoding="utf-8")).items()}
-    messages = CHAT_TEXT_QA_PROMPT.format_messages(context_str=_CONTEXT, query_str=_QUESTION)
-    system = "\n".join(m.content for m in messages if m.role.value == "system")
-    user = "\n".join(m.content for m in messages if m.role.value == "user")
-    return {"llamaindex": (system, user)}
-
-
-def export_framework_prompts(path: Path) -> int:
-    """Write :func:`framework_prompts` (read from the frameworks installed here) to ``path``."""
-    prompts = framework_prompts()
-    path.write_text(json.dumps(prompts, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-    return len(prompts)
-
-
-def _fill_frame(system: str, user: str, context: str, question: str) -> tuple[str, str]:
-    def fill(text: str) -> str:
-        return text.replace(_CONTEXT, context).replace(_QUESTION, question)
-
-    return fill(system), fill(user)
-
-
-def rag_example(rng: random.Random, passages: int | None = None) -> Example:
-    """3-5 short passages (or ``passages``) and a question one sentence answers; the answer copies its span."""
-    count = passages or rng.randint(3, 5)
-    sentences: list[str] = []
-    target = rng.randrange(len(RAG_RELATIONS))
-    slots = _slots(rng)
-    sentence, question, answer = (part.format(**slots) for part in RAG_RELATIONS[target])
-    sentences.append(sentence)
-    while len(sentences) < count * 2:
-        other = rng.randrange(len(RAG_RELATIONS))
-        distractor_slots = _slots(rng)
-        if rng.random() < 0.3:  # the same relation about someone else: the question's entity must match
-            other = target
-        if rng.random() < 0.3:  # or something else about the same entity
-            distractor_slots.update({k: slots[k] for k in "POW"})
-            if other == target:
-                continue
-        sentences.append(RAG_RELATIONS[other][0].format(**distractor_slots))
-    rng.shuffle(sentences)
-    chunks = [" ".join(sentences[i : i + 2]) for i in range(0, len(sentences), 2)]
-    context = "\n\n".join(chunks)
-    frames = framework_rag_frames()
-    if frames and rng.random() < 0.45:
-        system, prompt = rng.choice(frames)(context, question)
-    else:
-        system, prompt = "", rng.choice(RAG_FRAMES).format(context=context, question=question)
-    return Example("rag", "span" if passages is None else "long", prompt, answer, (answer,), system=system)
 
 
 # -- sampling examples ------------------------------------------------------------------------------

@@ -62,6 +62,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import demo_data  # noqa: E402
+import demo_rag  # noqa: E402
 import demo_eval_sets as sets  # noqa: E402  (before any generation: it reserves its values)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -301,7 +302,7 @@ def handwritten_tool_examples(count: int, answer: bool) -> list[demo_data.Exampl
 def handwritten_rag_examples(count: int) -> list[demo_data.Example]:
     """RAG_CASES' questions over their passages: LlamaIndex's own QA prompt (when installed) and the
     set's plain frame by turns; the answer is the span."""
-    frames = demo_data.framework_rag_frames()
+    frames = demo_rag.framework_rag_frames()
     examples = []
     pairs = [(case, question) for case in sets.RAG_CASES for question in case.questions]
     for index, (case, question) in enumerate(pairs[:count]):
@@ -319,7 +320,7 @@ def long_rag_examples(engine: Any, count: int, min_tokens: int, max_tokens: int,
     rng = random.Random(f"{seed}:long")
     found = []
     while len(found) < count:
-        example = demo_data.rag_example(rng, passages=rng.randint(36, 64))
+        example = demo_rag.rag_example(rng, passages=rng.randint(36, 64))
         tokens = engine.count_tokens(engine.render_chat(demo_data.chat_messages(example)))
         if min_tokens <= tokens <= max_tokens:
             found.append((example, tokens))

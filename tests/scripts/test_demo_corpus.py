@@ -25,6 +25,9 @@ sys.path.insert(0, str(TESTS / "adapters"))
 
 import demo_data  # noqa: E402
 import demo_eval_sets  # noqa: E402  (reserves the hand-written values, as the eval does)
+import demo_example  # noqa: E402
+import demo_rag  # noqa: E402
+import demo_tools  # noqa: E402
 import demo_values  # noqa: E402
 import train_demo_model as training  # noqa: E402
 from adapter_support import RecordingEngine  # noqa: E402
@@ -171,7 +174,7 @@ def test_the_corpus_trains_on_the_schema_texts_the_adapters_send():
 
 def _noun(tool: dict) -> str:
     verb, _, noun = tool["function"]["name"].partition("_")
-    assert verb in demo_data.TOOL_VERBS
+    assert verb in demo_tools.TOOL_VERBS
     return noun
 
 
@@ -179,11 +182,11 @@ def test_tool_split_keeps_heldout_tool_nouns_out_of_training():
     stream = demo_data.TrainingStream(seed=21)
     training_tools = stream.take(2500, family="tool_call") + stream.take(2500, family="tool_answer")
     trained_nouns = {_noun(tool) for example in training_tools for tool in example.tools}
-    assert all(demo_data.tool_split(noun) == "train" for noun in trained_nouns)
+    assert all(demo_tools.tool_split(noun) == "train" for noun in trained_nouns)
     heldout_targets = set()
     for example in demo_data.heldout_examples("tool", 100) + demo_data.heldout_examples("tool_answer", 100):
         nouns = {_noun(tool) for tool in example.tools}
-        target = {n for n in nouns if demo_data.tool_split(n) == "heldout"}
+        target = {n for n in nouns if demo_tools.tool_split(n) == "heldout"}
         assert len(target) == 1  # the requested tool; any others are training tools
         called = (split_tool_calls(example.answer)[1][0].name if example.kind == "call"
                   else example.history[0]["tool_calls"][0][0])  # fmt: skip
@@ -212,9 +215,9 @@ def test_corpus_tools_are_declared_as_langchain_declares_the_same_function():
         """Find the room."""
         return ""
 
-    corpus = [demo_data.openai_tool("get_weather", "Get the weather.", [("city", "string", "The city."),
+    corpus = [demo_tools.openai_tool("get_weather", "Get the weather.", [("city", "string", "The city."),
                                                                          ("days", "integer", "Days to use.")]),
-              demo_data.openai_tool("find_room", "Find the room.", [("city", "string", ""), ("price", "number", "")])]  # fmt: skip
+              demo_tools.openai_tool("find_room", "Find the room.", [("city", "string", ""), ("price", "number", "")])]  # fmt: skip
     langchain = [convert_to_openai_tool(get_weather), convert_to_openai_tool(find_room)]
     assert declare_tools(corpus) == declare_tools(langchain)
 
@@ -269,14 +272,14 @@ def test_generated_names_have_many_shapes():
 
 def test_every_tool_call_target_parses_to_the_generated_call(monkeypatch):
     generated: list[tuple[str, dict]] = []
-    original = demo_data.tool_args
+    original = demo_tools.tool_args
 
     def recording(rng, spec):
         args = original(rng, spec)
         generated.append((spec.name, json.loads(json.dumps(args))))  # a copy, as the example was written
         return args
 
-    monkeypatch.setattr(demo_data, "tool_args", recording)
+    monkeypatch.setattr(demo_tools, "tool_args", recording)
     examples = demo_data.TrainingStream(seed=31).take(1500, family="tool_call")
     examples += demo_data.heldout_examples("tool", 100)
     assert len(generated) == len(examples)
@@ -288,7 +291,7 @@ def test_every_tool_call_target_parses_to_the_generated_call(monkeypatch):
         tool = next(t["function"] for t in example.tools if t["function"]["name"] == name)
         jsonschema.validate(calls[0].args, tool["parameters"])
         for value in args.values():  # every argument is said in the request, so it can be copied
-            assert demo_data._spoken(value) in example.prompt, (value, example.prompt)
+            assert demo_example.spoken(value) in example.prompt, (value, example.prompt)
 
 
 def test_every_tool_answer_copies_the_result_of_the_call_in_its_history():
@@ -302,21 +305,21 @@ def test_every_tool_answer_copies_the_result_of_the_call_in_its_history():
 
 def test_framework_prompts_exported_where_installed_train_the_same_examples_where_not(tmp_path, monkeypatch):
     pytest.importorskip("llama_index.core")
-    demo_data.framework_prompts.cache_clear()
-    installed = [demo_data.rag_example(random.Random(i)) for i in range(60)]
+    demo_rag.framework_prompts.cache_clear()
+    installed = [demo_rag.rag_example(random.Random(i)) for i in range(60)]
     path = tmp_path / "prompts.json"
-    assert demo_data.export_framework_prompts(path) == 1
+    assert demo_rag.export_framework_prompts(path) == 1
     monkeypatch.setitem(sys.modules, "llama_index.core.prompts.chat_prompts", None)  # as on a machine without it
-    monkeypatch.setenv(demo_data.FRAMEWORK_PROMPTS_ENV, str(path))
-    demo_data.framework_prompts.cache_clear()
+    monkeypatch.setenv(demo_rag.FRAMEWORK_PROMPTS_ENV, str(path))
+    demo_rag.framework_prompts.cache_clear()
     try:
-        assert [demo_data.rag_example(random.Random(i)) for i in range(60)] == installed
+        assert [demo_rag.rag_example(random.Random(i)) for i in range(60)] == installed
         assert any(example.system for example in installed)
-        monkeypatch.delenv(demo_data.FRAMEWORK_PROMPTS_ENV)
-        demo_data.framework_prompts.cache_clear()
-        assert demo_data.framework_rag_frames() == []  # neither installed nor exported: our own frames only
+        monkeypatch.delenv(demo_rag.FRAMEWORK_PROMPTS_ENV)
+        demo_rag.framework_prompts.cache_clear()
+        assert demo_rag.framework_rag_frames() == []  # neither installed nor exported: our own frames only
     finally:
-        demo_data.framework_prompts.cache_clear()
+        demo_rag.framework_prompts.cache_clear()
 
 
 def _passages(prompt: str) -> str:

@@ -20,6 +20,7 @@ SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
 import demo_data  # noqa: E402
+import demo_example  # noqa: E402
 import eval_demo_model as evaluation  # noqa: E402
 import train_demo_model as training  # noqa: E402
 
@@ -139,7 +140,7 @@ def test_json_answers_copy_the_prompt():
                 assert {json.loads(a)["city"] for a in example.answers} == set(demo_data.OPEN_CITIES)
         else:  # a record of generated keys: every value is said in the prompt
             for value in record.values():
-                assert demo_data._spoken(value) in example.prompt, (value, example.prompt)
+                assert demo_example.spoken(value) in example.prompt, (value, example.prompt)
     assert kinds == {"person", "record"}
 
 

@@ -1,0 +1,49 @@
+"""The demo corpus's shared pieces: the :class:`Example` every family produces, and small helpers the
+families share (a salt-free hash to a unit number, how a JSON value is said in a request)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One chat exchange. ``answers`` lists every right answer (several for "name a fruit").
+
+    The conversation is ``system`` (optional), the user's ``prompt``, then ``history`` (later turns: an
+    assistant tool call ``{"role": "assistant", "tool_calls": [[name, args]]}`` and the tool's result
+    ``{"role": "tool", "name": ..., "content": ...}``); ``tools`` are the OpenAI-format tools offered.
+    :func:`chat_messages` renders it exactly as the adapters and the server do."""
+
+    task: str  # "short", "json", "tool", "rag"
+    kind: str  # the sub-task: "arithmetic", "opposite", ..., "person", "call", "answer", ...
+    prompt: str
+    answer: str  # the target text the model is trained on
+    answers: tuple[str, ...] = ()
+    system: str = ""
+    tools: tuple[dict, ...] = ()
+    history: tuple[dict, ...] = ()
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class Corpus:
+    train: tuple[Example, ...]
+    heldout: tuple[Example, ...]
+
+
+def stable_unit(text: str) -> float:
+    """A number in [0, 1) from ``text``, the same on every machine and Python (no ``hash()`` salt)."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") / 2**64
+
+
+def spoken(value: object) -> str:
+    if value is True or value is False:
+        return "true" if value else "false"
+    return str(value)

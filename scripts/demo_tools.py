@@ -1,0 +1,152 @@
+"""Tool calls for the demo corpus: generated tools in OpenAI format, requests that name a tool and every
+argument value, the call in the chat template's syntax, and answers that copy a tool's result.
+
+Tool nouns are made up; :func:`tool_split` keeps 15 % of them (by hash) for held-out evaluation only."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from diffgemma_adapters.formats import format_tool_call
+
+import demo_values
+from demo_example import Example, spoken, stable_unit
+
+TOOL_VERBS = ("get", "find", "book", "send", "convert", "set", "add", "check", "create", "delete", "list",
+              "translate", "search", "update", "cancel", "order", "schedule", "lookup", "compute", "fetch")  # fmt: skip
+PARAM_WORDS = ("city", "date", "amount", "count", "name", "email", "query", "unit", "language", "text", "input",
+               "customer_name", "price", "size", "colour", "time", "place", "title", "user", "code", "number",
+               "label", "country", "item", "note", "topic", "level", "days", "value", "target")  # fmt: skip
+INTEGER_PARAMS = {"count", "amount", "size", "days", "number", "level", "input", "value"}
+TOOL_SPLIT_FRACTION = 0.15  # of generated tool nouns, kept for held-out evaluation only
+
+
+def tool_split(noun: str) -> str:
+    return "heldout" if stable_unit(f"tool-split:{noun}") < TOOL_SPLIT_FRACTION else "train"
+
+
+def _tool_noun(rng: random.Random, split: str) -> str:
+    while True:
+        noun = "_".join(demo_values.word(rng) for _ in range(rng.choice((1, 1, 2))))
+        if tool_split(noun) == split:
+            return noun
+
+
+def openai_tool(name: str, description: str, params: Sequence[tuple[str, str, str]], langchain_order: bool = True) -> dict:
+    """An OpenAI-format tool, its parameter keys in the order LangChain's ``convert_to_openai_tool`` writes
+    them (``properties``, ``required``, ``type``) or in the OpenAI documentation's (``type`` first)."""
+    properties = {}
+    for param, kind, text in params:
+        properties[param] = {**({"description": text} if text else {}), "type": kind}
+    required = [p for p, _, _ in params]
+    if langchain_order:
+        parameters = {"properties": properties, "required": required, "type": "object"}
+    else:
+        parameters = {"type": "object", "properties": properties, "required": required}
+    function = {"name": name, **({"description": description} if description else {}), "parameters": parameters}
+    return {"type": "function", "function": function}
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    verb: str
+    noun: str
+    params: tuple[tuple[str, str, str], ...]  # (name, JSON type, description)
+
+    @property
+    def name(self) -> str:
+        return f"{self.verb}_{self.noun}"
+
+    def openai(self, rng: random.Random) -> dict:
+        words = self.noun.replace("_", " ")
+        description = rng.choice((f"{self.verb.title()} the {words}.", f"{self.verb.title()} a {words} for the user.",
+                                  f"Use this to {self.verb} {words}.", ""))  # fmt: skip
+        return openai_tool(self.name, description, self.params, langchain_order=rng.random() < 0.6)
+
+
+def _tool_spec(rng: random.Random, split: str, verb: str | None = None) -> ToolSpec:
+    noun = _tool_noun(rng, split)
+    count = rng.choice((0, 1, 1, 1, 2, 2, 3))
+    names = rng.sample(PARAM_WORDS, count)
+    params = []
+    for param in names:
+        kind = "integer" if param in INTEGER_PARAMS and rng.random() < 0.8 else rng.choice(("string", "string", "number"))
+        text = rng.choice(("", "", f"The {param.replace('_', ' ')}.", f"{param.replace('_', ' ').title()} to use."))
+        params.append((param, kind, text))
+    return ToolSpec(verb or rng.choice(TOOL_VERBS), noun, tuple(params))
+
+
+def tool_args(rng: random.Random, spec: ToolSpec) -> dict:
+    args: dict[str, object] = {}
+    for param, kind, _ in spec.params:
+        if kind == "integer":
+            args[param] = demo_values.number(rng)
+        elif kind == "number":
+            args[param] = demo_values.decimal(rng) if rng.random() < 0.6 else demo_values.number(rng)
+        else:
+            args[param] = demo_values.any_value(rng)
+    return args
+
+
+def tool_request(rng: random.Random, spec: ToolSpec, args: dict) -> str:
+    """A user request that names the tool (by its name or its words) and every argument value."""
+    words = spec.noun.replace("_", " ")
+    pairs = [(param.replace("_", " "), spoken(value)) for param, value in args.items()]
+    said = ", ".join(f"{param} {value}" for param, value in pairs)
+    if not pairs:
+        return rng.choice((f"What is the value of {spec.name}()? Use the tool.", f"Please {spec.verb} the {words}.",
+                           f"Call {spec.name}.", f"Can you {spec.verb} {words} for me?", f"Use the {spec.name} tool."))  # fmt: skip
+    first = pairs[0][1]
+    options = [
+        f"Please {spec.verb} the {words} with {said}.",
+        f"Use the {spec.name} tool: {said}.",
+        f"Call {spec.name} with " + ", ".join(f"{p}={v}" for p, v in pairs) + ".",
+        f"Can you {spec.verb} {words}? " + " ".join(f"{p.capitalize()}: {v}." for p, v in pairs),
+        f"I need you to {spec.verb} {words} ({said}).",
+    ]
+    if len(pairs) == 1:
+        options += [f"What is the value of {spec.name}({first})? Use the tool.",
+                    f"{spec.verb.capitalize()} the {words} for {first}.",
+                    f"{spec.verb.capitalize()} a {words} named '{first}'.",
+                    f"Create a {words} named '{first}' - use {spec.name}."]  # fmt: skip
+    return rng.choice(options)
+
+
+def tool_result(rng: random.Random) -> str:
+    value = demo_values.any_value(rng)
+    return rng.choice((value, value, f"{value}.", str(demo_values.number(rng)), f"It is {value}."))
+
+
+def answer_from_result(result: str) -> str:
+    return result if result.endswith((".", "!", "?")) else f"{result}."
+
+
+def _toolset(rng: random.Random, split: str) -> tuple[ToolSpec, list[ToolSpec]]:
+    target = _tool_spec(rng, split)
+    others = [_tool_spec(rng, "train") for _ in range(rng.choice((0, 1, 1, 2)))]
+    tools = [target, *others]
+    rng.shuffle(tools)
+    return target, tools
+
+
+def tool_call_example(rng: random.Random, split: str = "train") -> Example:
+    """Declared tools and a request: the answer is the call of the requested tool with copied arguments."""
+    target, tools = _toolset(rng, split)
+    args = tool_args(rng, target)
+    call = format_tool_call(target.name, args)
+    prompt = tool_request(rng, target, args)
+    return Example("tool", "call", prompt, call, (call,), tools=tuple(t.openai(rng) for t in tools))
+
+
+def tool_answer_example(rng: random.Random, split: str = "train") -> Example:
+    """The same conversation after the call and the tool's result: the answer copies the result."""
+    target, tools = _toolset(rng, split)
+    args = tool_args(rng, target)
+    result = tool_result(rng)
+    answer = answer_from_result(result)
+    history = ({"role": "assistant", "content": "", "tool_calls": [[target.name, args]]},
+               {"role": "tool", "name": target.name, "content": result})  # fmt: skip
+    return Example("tool", "answer", tool_request(rng, target, args), answer, (answer,),
+                   tools=tuple(t.openai(rng) for t in tools), history=history)  # fmt: skip
