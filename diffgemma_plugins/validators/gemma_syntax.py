@@ -129,6 +129,10 @@ class _Parser:
         word = match.group(0).strip() if match else ""
         if not word:
             raise self.fail("expected a value")
+        delimiter = match.group(0).find(QUOTE)
+        if delimiter != -1:  # `<<|"|>Riga<|"|>`: a bare word running into a string is neither
+            self.pos += delimiter
+            raise self.fail("a string delimiter inside a bare value")
         self.pos = match.end()
         if word in ("true", "false", "null"):
             return {"true": True, "false": False, "null": None}[word]

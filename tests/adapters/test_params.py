@@ -27,6 +27,7 @@ from diffgemma_adapters.chat import TemplateRoles, Turn, normalize_messages, tem
 from diffgemma_adapters.request import prepare_request
 from diffgemma_adapters.settings import GREEDY_TEMPERATURE, GenerationSettings, sampling_params
 from diffgemma_engine import InvalidRequestError, OnExhausted
+from diffgemma_plugins.validators.gemma_syntax import value_prefix_end
 
 WEATHER = {
     "type": "function",
@@ -221,6 +222,16 @@ def test_parser_accepts_json_and_bare_words():
     assert parse_value('{"city": "Paris", unit: celsius, n: -2e3}') == {"city": "Paris", "unit": "celsius", "n": -2000.0}
     with pytest.raises(ValueError):
         parse_value("{city:<|\"|>Paris}")
+
+
+def test_a_bare_value_running_into_a_string_delimiter_is_rejected_at_the_delimiter():
+    broken = '{city:<<|"|>Riga<|"|>}'  # a small model's call: a stray "<" before the string
+    with pytest.raises(ValueError, match="string delimiter inside a bare value"):
+        parse_value(broken)
+    assert value_prefix_end(broken) == (None, broken.index('<|"|>'))
+    assert value_prefix_end('{city:<<|"') == (None, None)  # the delimiter is not complete yet
+    _, calls = split_tool_calls(f"{CALL_OPEN}call:get_weather{broken}{CALL_CLOSE}")
+    assert calls[0].name == "get_weather" and not calls[0].valid and "string delimiter" in calls[0].error
 
 
 def test_split_tool_calls_separates_text_and_calls():

@@ -163,6 +163,7 @@ def _schemas():
         ("call:add{a:<|\"|>x<|\"|>}", False, "tool_call_schema", 8),  # checked as soon as the object closes
         ("call:add{a:1]", False, "tool_call_invalid", 12),
         ("call:add{}", True, "tool_call_schema", 8),
+        ("call:get_weather{city:<<|\"|>Riga", False, "tool_call_invalid", 23),  # a stray "<": at the delimiter
     ],
 )
 def test_the_tool_call_validator_finds_the_first_problem(text, final, code, offset):
