@@ -1,5 +1,6 @@
-"""Tool calls for the demo corpus: generated tools in OpenAI format, requests that name a tool and every
-argument value, the call in the chat template's syntax, and answers that copy a tool's result.
+"""Tool calls for the demo corpus: generated tools in OpenAI format (declared as LangChain, the OpenAI
+documentation or LlamaIndex's ``FunctionTool`` write them), requests that name a tool and every argument
+value, the call in the chat template's syntax, and answers that copy a tool's result.
 
 Tool nouns are made up; :func:`tool_split` keeps 15 % of them (by hash) for held-out evaluation only."""
 
@@ -21,6 +22,8 @@ PARAM_WORDS = ("city", "date", "amount", "count", "name", "email", "query", "uni
                "label", "country", "item", "note", "topic", "level", "days", "value", "target")  # fmt: skip
 INTEGER_PARAMS = {"count", "amount", "size", "days", "number", "level", "input", "value"}
 TOOL_SPLIT_FRACTION = 0.15  # of generated tool nouns, kept for held-out evaluation only
+LLAMAINDEX_STYLE_FRACTION = 0.25  # of tool names (by hash): declared as a LlamaIndex FunctionTool declares one
+PYTHON_TYPES = {"string": "str", "integer": "int", "number": "float"}
 
 
 def tool_split(noun: str) -> str:
@@ -49,6 +52,19 @@ def openai_tool(name: str, description: str, params: Sequence[tuple[str, str, st
     return {"type": "function", "function": function}
 
 
+def llamaindex_tool(name: str, description: str, params: Sequence[tuple[str, str, str]]) -> dict:
+    """The declaration LlamaIndex's ``FunctionTool.from_defaults(fn).metadata.to_openai_tool()`` gives for a
+    Python function ``name`` with these typed parameters and ``description`` as its docstring: the signature
+    heads the description, every property has a title, parameters have no descriptions, and ``required``
+    is left out when there are no parameters."""
+    signature = ", ".join(f"{param}: {PYTHON_TYPES[kind]}" for param, kind, _ in params)
+    text = f"{name}({signature}) -> str" + (f"\n{description}" if description else "")
+    properties = {param: {"title": param.replace("_", " ").title(), "type": kind} for param, kind, _ in params}
+    required = {"required": [param for param, _, _ in params]} if params else {}
+    parameters = {"properties": properties, **required, "type": "object"}
+    return {"type": "function", "function": {"name": name, "description": text, "parameters": parameters}}
+
+
 @dataclass(frozen=True)
 class ToolSpec:
     verb: str
@@ -63,7 +79,10 @@ class ToolSpec:
         words = self.noun.replace("_", " ")
         description = rng.choice((f"{self.verb.title()} the {words}.", f"{self.verb.title()} a {words} for the user.",
                                   f"Use this to {self.verb} {words}.", ""))  # fmt: skip
-        return openai_tool(self.name, description, self.params, langchain_order=rng.random() < 0.6)
+        langchain_order = rng.random() < 0.6
+        if stable_unit(f"llamaindex-style:{self.name}") < LLAMAINDEX_STYLE_FRACTION:  # no draw: the stream stays
+            return llamaindex_tool(self.name, description, self.params)
+        return openai_tool(self.name, description, self.params, langchain_order=langchain_order)
 
 
 def _tool_spec(rng: random.Random, split: str, verb: str | None = None) -> ToolSpec:

@@ -222,6 +222,29 @@ def test_corpus_tools_are_declared_as_langchain_declares_the_same_function():
     assert declare_tools(corpus) == declare_tools(langchain)
 
 
+def test_corpus_tools_in_llamaindex_style_are_declared_as_a_function_tool_declares_the_same_function():
+    pytest.importorskip("llama_index.core")
+    from llama_index.core.tools import FunctionTool
+
+    from diffgemma_adapters.formats import declare_tools
+
+    specs = [demo_tools._tool_spec(random.Random(i), "train") for i in range(400)]
+    styled = [s for s in specs if demo_example.stable_unit(f"llamaindex-style:{s.name}") < demo_tools.LLAMAINDEX_STYLE_FRACTION]
+    assert 0.15 * len(specs) < len(styled) < 0.35 * len(specs)
+    assert {len(s.params) for s in styled} >= {0, 1, 2}
+    for spec in styled[:40]:
+        for description in ("", f"{spec.verb.title()} the thing."):
+            signature = ", ".join(f"{p}: {demo_tools.PYTHON_TYPES[k]}" for p, k, _ in spec.params)
+            doc = f'    """{description}"""\n' if description else ""
+            namespace: dict = {}
+            source = f"def {spec.name}({signature}) -> str:\n{doc}    return ''"  # the function a user writes
+            exec(compile(source, "<tool>", "exec", dont_inherit=True), namespace)  # real annotations, not strings
+            theirs = FunctionTool.from_defaults(namespace[spec.name]).metadata.to_openai_tool()
+            ours = demo_tools.llamaindex_tool(spec.name, description, spec.params)
+            assert ours == theirs
+            assert declare_tools([ours]) == declare_tools([theirs])
+
+
 def test_reserved_handwritten_values_are_never_generated():
     people = {value.lower() for pair in demo_eval_sets.PEOPLE for value in pair}
     assert people <= demo_values.RESERVED
