@@ -42,7 +42,7 @@ from diffgemma_adapters.formats import SCHEMA_INSTRUCTION, declare_tools, schema
 
 import demo_eval_sets  # noqa: F401  (importing it reserves the hand-written evaluation values)
 import demo_values
-from demo_example import DAYS, Corpus, Example, spoken, stable_unit
+from demo_example import DAYS, Example, spoken, stable_unit
 from demo_rag import FRAMEWORK_PROMPTS_ENV, export_framework_prompts, rag_example
 from demo_tools import tool_answer_example, tool_call_example
 
@@ -218,6 +218,14 @@ KIND_WEIGHTS = {"arithmetic": 0.25, "spell": 0.15, "opposite": 0.15, "plural": 0
 REPEAT_TEMPLATES = ("Repeat after me: {w}.", "Repeat the name {w}.", "Write the name {w}.", "Echo {w}.")
 REPEAT = "repeat"
 WORD_PATTERN = re.compile(r"[A-Za-z]+")
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A fixed training sample and held-out set (:func:`build_corpus`), for writing the corpus to files."""
+
+    train: tuple[Example, ...]
+    heldout: tuple[Example, ...]
 
 
 # -- the fact space ---------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ class Example:
     The conversation is ``system`` (optional), the user's ``prompt``, then ``history`` (later turns: an
     assistant tool call ``{"role": "assistant", "tool_calls": [[name, args]]}`` and the tool's result
     ``{"role": "tool", "name": ..., "content": ...}``); ``tools`` are the OpenAI-format tools offered.
-    :func:`chat_messages` renders it exactly as the adapters and the server do."""
+    :func:`demo_data.chat_messages` renders it exactly as the adapters and the server do."""
 
     task: str  # "short", "json", "tool", "rag"
     kind: str  # the sub-task: "arithmetic", "opposite", ..., "person", "call", "answer", ...
@@ -30,12 +30,6 @@ class Example:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False)
-
-
-@dataclass(frozen=True)
-class Corpus:
-    train: tuple[Example, ...]
-    heldout: tuple[Example, ...]
 
 
 def stable_unit(text: str) -> float:

@@ -619,9 +619,12 @@ class TrainRun:
     def parse(cls, text: str) -> TrainRun:
         """``SEED:STEPS`` or ``SEED:STEPS:SCALE``."""
         parts = text.split(":")
-        if len(parts) not in (2, 3):
-            raise ValueError(f"a training run is SEED:STEPS or SEED:STEPS:SCALE, not {text!r}")
-        return cls(int(parts[0]), int(parts[1]), float(parts[2]) if len(parts) == 3 else 1.0)
+        try:
+            if len(parts) not in (2, 3):
+                raise ValueError
+            return cls(int(parts[0]), int(parts[1]), float(parts[2]) if len(parts) == 3 else 1.0)
+        except ValueError:
+            raise ValueError(f"a training run is SEED:STEPS or SEED:STEPS:SCALE (integers, a number), not {text!r}") from None
 
 
 @dataclass(frozen=True)

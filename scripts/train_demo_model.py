@@ -1,4 +1,4 @@
-"""Train the small DiffusionGemma demo checkpoint on a CPU, within a wall-clock budget.
+"""Train the small DiffusionGemma demo checkpoint on a CPU or a GPU, within a wall-clock budget.
 
 The model is ``transformers.DiffusionGemmaForBlockDiffusion`` — the real model's class, layout
 (sliding + full attention, MoE, self-conditioning) and checkpoint format — at ~4.8 M parameters.
@@ -33,7 +33,12 @@ that repeats the run exactly (same thread count and torch build; give the repeat
 trained before). The finished checkpoint (config, generation config, safetensors, tokenizer, model card)
 is written to ``--out``.
 
-    python scripts/train_demo_model.py --minutes 55          # the full run (see docs/demo-model.md)
+Batch ``i`` depends on the seed and ``i`` alone (:meth:`demo_data.TrainingStream.batch`), so on a GPU
+``--data-workers N`` forked processes make batches ahead (a GPU step is faster than one core makes a
+batch) and the data are the same for any N.
+
+    python scripts/train_demo_model.py --minutes 55          # a CPU run (see docs/demo-model.md)
+    python scripts/train_demo_model.py --device cuda --data-workers 12 --batch-size 256 --init-from DIR
 """
 
 from __future__ import annotations

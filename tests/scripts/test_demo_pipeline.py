@@ -350,8 +350,9 @@ def test_the_export_is_the_step_with_the_lowest_validation_loss(tmp_path):
 def test_contamination_check_regenerates_the_numbered_batches_of_each_stage():
     runs = [evaluation.TrainRun.parse("3:2"), evaluation.TrainRun.parse("4:1:0.5")]
     assert runs[1] == evaluation.TrainRun(4, 1, 0.5)
-    with pytest.raises(ValueError, match="SEED:STEPS"):
-        evaluation.TrainRun.parse("3")
+    for bad in ("3", "a:2", "1:2:x", "1:2:3:4"):
+        with pytest.raises(ValueError, match="SEED:STEPS"):
+            evaluation.TrainRun.parse(bad)
     trained = [*demo_data.TrainingStream(3).batch(0), *demo_data.TrainingStream(3).batch(1),
                *demo_data.TrainingStream(4).batch(0, 0.5)]  # fmt: skip
     planted = trained[-1].answer.strip(".").split()[-1]  # a word of the last stage's last example
