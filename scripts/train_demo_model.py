@@ -576,7 +576,20 @@ def export_checkpoint(out: Path, model: Any, tokenizer: Any, card: str) -> None:
     model.generation_config = build_generation_config()
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
+    _drop_load_options(out / "tokenizer_config.json")
     (out / "README.md").write_text(card, encoding="utf-8")
+
+
+LOAD_OPTIONS = ("is_local", "local_files_only")
+"""Keys transformers writes into ``tokenizer_config.json`` when the tokenizer was loaded from a directory
+(a warm start): how it was loaded, not what it is, so the export leaves them out."""
+
+
+def _drop_load_options(path: Path) -> None:
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if any(key in config for key in LOAD_OPTIONS):
+        kept = {key: value for key, value in config.items() if key not in LOAD_OPTIONS}
+        path.write_text(json.dumps(kept, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def model_card(size: ModelSize, settings: TrainSettings, run: RunState, parameters: int, heldout: tuple[float, float] | None,

@@ -330,6 +330,22 @@ def test_interrupted_and_resumed_run_matches_a_straight_run(exported, tmp_path):
     assert (recipe["canvas_repeats"], recipe["canvas_shift"]) == (2, 0.5)
 
 
+def test_a_warm_start_keeps_the_tokenizer_and_lists_every_stage_in_the_card(exported, tmp_path):
+    from safetensors.torch import load_file
+
+    out = _train(tmp_path, "warm", f"--init-from={exported}", "--max-steps=1", "--lr=1e-9", "--warmup-steps=1")
+    assert (out / "tokenizer.json").read_bytes() == (exported / "tokenizer.json").read_bytes()
+    config = json.loads((out / "tokenizer_config.json").read_text())
+    assert not set(training.LOAD_OPTIONS) & set(config)  # how it was loaded is not part of the checkpoint
+    before, after = load_file(exported / "model.safetensors"), load_file(out / "model.safetensors")
+    assert all(torch.allclose(before[name], after[name], atol=1e-6) for name in before)  # started from it
+    card = (out / "README.md").read_text()
+    block = card.split("Reproduce with:", 1)[1].split("```", 2)[1]
+    assert block.count(training.STAGES_HEADER) == 1
+    assert f"# then, from the checkpoint above (--out of the line before: {exported})" in block
+    assert block.count("python scripts/train_demo_model.py") == 2 and f"--init-from {exported}" in block
+
+
 def test_the_export_is_the_step_with_the_lowest_validation_loss(tmp_path):
     from safetensors.torch import load_file
 
