@@ -80,13 +80,20 @@ def framework_prompts() -> dict[str, tuple[str, str]]:
         from llama_index.core.prompts.chat_prompts import CHAT_TEXT_QA_PROMPT
     except ImportError:
         path = os.environ.get(FRAMEWORK_PROMPTS_ENV)
-        if not path:
-            return {}
-        return {name: (pair[0], pair[1]) for name, pair in json.loads(Path(path).read_text(encoding="utf-8")).items()}
+        return _read_prompts(Path(path)) if path else {}
     messages = CHAT_TEXT_QA_PROMPT.format_messages(context_str=_CONTEXT, query_str=_QUESTION)
     system = "\n".join(m.content for m in messages if m.role.value == "system")
     user = "\n".join(m.content for m in messages if m.role.value == "user")
     return {"llamaindex": (system, user)}
+
+
+def _read_prompts(path: Path) -> dict[str, tuple[str, str]]:
+    try:
+        prompts = json.loads(path.read_text(encoding="utf-8"))
+        return {name: (system, user) for name, (system, user) in prompts.items()}
+    except (OSError, ValueError, TypeError, AttributeError) as error:
+        raise ValueError(f"${FRAMEWORK_PROMPTS_ENV}={path} is not a file written by "
+                         f"`demo_data.py --export-framework-prompts`: {error}") from None  # fmt: skip
 
 
 def export_framework_prompts(path: Path) -> int:

@@ -52,13 +52,17 @@ def openai_tool(name: str, description: str, params: Sequence[tuple[str, str, st
     return {"type": "function", "function": function}
 
 
+def python_signature(params: Sequence[tuple[str, str, str]]) -> str:
+    """The parameter list of a Python function taking ``params``: ``city: str, days: int``."""
+    return ", ".join(f"{param}: {PYTHON_TYPES[kind]}" for param, kind, _ in params)
+
+
 def llamaindex_tool(name: str, description: str, params: Sequence[tuple[str, str, str]]) -> dict:
     """The declaration LlamaIndex's ``FunctionTool.from_defaults(fn).metadata.to_openai_tool()`` gives for a
     Python function ``name`` with these typed parameters and ``description`` as its docstring: the signature
     heads the description, every property has a title, parameters have no descriptions, and ``required``
     is left out when there are no parameters."""
-    signature = ", ".join(f"{param}: {PYTHON_TYPES[kind]}" for param, kind, _ in params)
-    text = f"{name}({signature}) -> str" + (f"\n{description}" if description else "")
+    text = f"{name}({python_signature(params)}) -> str" + (f"\n{description}" if description else "")
     properties = {param: {"title": param.replace("_", " ").title(), "type": kind} for param, kind, _ in params}
     required = {"required": [param for param, _, _ in params]} if params else {}
     parameters = {"properties": properties, **required, "type": "object"}
@@ -75,12 +79,17 @@ class ToolSpec:
     def name(self) -> str:
         return f"{self.verb}_{self.noun}"
 
+    @property
+    def declared_by_llamaindex(self) -> bool:
+        """Declared as LlamaIndex's ``FunctionTool`` declares it (by hash: no draw from the stream)."""
+        return stable_unit(f"llamaindex-style:{self.name}") < LLAMAINDEX_STYLE_FRACTION
+
     def openai(self, rng: random.Random) -> dict:
         words = self.noun.replace("_", " ")
         description = rng.choice((f"{self.verb.title()} the {words}.", f"{self.verb.title()} a {words} for the user.",
                                   f"Use this to {self.verb} {words}.", ""))  # fmt: skip
         langchain_order = rng.random() < 0.6
-        if stable_unit(f"llamaindex-style:{self.name}") < LLAMAINDEX_STYLE_FRACTION:  # no draw: the stream stays
+        if self.declared_by_llamaindex:
             return llamaindex_tool(self.name, description, self.params)
         return openai_tool(self.name, description, self.params, langchain_order=langchain_order)
 

@@ -42,6 +42,7 @@ the ``<!-- demo-results:begin/end -->`` markers of the checkpoint's README.md an
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -619,12 +620,10 @@ class TrainRun:
     def parse(cls, text: str) -> TrainRun:
         """``SEED:STEPS`` or ``SEED:STEPS:SCALE``."""
         parts = text.split(":")
-        try:
-            if len(parts) not in (2, 3):
-                raise ValueError
-            return cls(int(parts[0]), int(parts[1]), float(parts[2]) if len(parts) == 3 else 1.0)
-        except ValueError:
-            raise ValueError(f"a training run is SEED:STEPS or SEED:STEPS:SCALE (integers, a number), not {text!r}") from None
+        if len(parts) in (2, 3):
+            with contextlib.suppress(ValueError):
+                return cls(int(parts[0]), int(parts[1]), float(parts[2]) if len(parts) == 3 else 1.0)
+        raise ValueError(f"a training run is SEED:STEPS or SEED:STEPS:SCALE (integers, a number), not {text!r}")
 
 
 @dataclass(frozen=True)

@@ -229,12 +229,12 @@ def test_corpus_tools_in_llamaindex_style_are_declared_as_a_function_tool_declar
     from diffgemma_adapters.formats import declare_tools
 
     specs = [demo_tools._tool_spec(random.Random(i), "train") for i in range(400)]
-    styled = [s for s in specs if demo_example.stable_unit(f"llamaindex-style:{s.name}") < demo_tools.LLAMAINDEX_STYLE_FRACTION]
+    styled = [s for s in specs if s.declared_by_llamaindex]
     assert 0.15 * len(specs) < len(styled) < 0.35 * len(specs)
     assert {len(s.params) for s in styled} >= {0, 1, 2}
     for spec in styled[:40]:
         for description in ("", f"{spec.verb.title()} the thing."):
-            signature = ", ".join(f"{p}: {demo_tools.PYTHON_TYPES[k]}" for p, k, _ in spec.params)
+            signature = demo_tools.python_signature(spec.params)
             doc = f'    """{description}"""\n' if description else ""
             namespace: dict = {}
             source = f"def {spec.name}({signature}) -> str:\n{doc}    return ''"  # the function a user writes
@@ -343,6 +343,20 @@ def test_framework_prompts_exported_where_installed_train_the_same_examples_wher
         assert demo_rag.framework_rag_frames() == []  # neither installed nor exported: our own frames only
     finally:
         demo_rag.framework_prompts.cache_clear()
+
+
+def test_a_bad_framework_prompts_file_is_an_error_naming_the_variable(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "llama_index.core.prompts.chat_prompts", None)
+    for text in ("not json", '{"llamaindex": "one string"}', "[1, 2]"):
+        path = tmp_path / "prompts.json"
+        path.write_text(text)
+        monkeypatch.setenv(demo_rag.FRAMEWORK_PROMPTS_ENV, str(path))
+        demo_rag.framework_prompts.cache_clear()
+        try:
+            with pytest.raises(ValueError, match=demo_rag.FRAMEWORK_PROMPTS_ENV):
+                demo_rag.framework_rag_frames()
+        finally:
+            demo_rag.framework_prompts.cache_clear()
 
 
 def _passages(prompt: str) -> str:
