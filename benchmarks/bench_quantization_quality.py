@@ -10,7 +10,6 @@ Usage: ``python benchmarks/bench_quantization_quality.py``.
 
 from __future__ import annotations
 
-import random
 import sys
 from pathlib import Path
 
@@ -31,9 +30,7 @@ def main() -> None:
     for mode in (None, "int8", "int4"):
         loaded = load_model(str(DEMO_DIRECTORY), "cpu", torch.float32, mode)
         examples = demo_data.heldout_examples(demo_data.SHORT, 64) + demo_data.heldout_examples(demo_data.JSON, 64)
-        encoded = [training.encode_example(loaded.tokenizer, example) for example in examples]
-        batches = [training.make_batch(encoded[i : i + 32], loaded.canvas_length, random.Random(i))
-                   for i in range(0, len(encoded), 32)]
+        batches = training.fixed_batches(loaded.tokenizer, examples, loaded.canvas_length, torch.device("cpu"))
         loss, content = training.heldout_loss(loaded.model, batches, seed=0)
         rows.append((mode or "fp32", loss, content, held_parameter_bytes(loaded.model)))
     base_loss, base_content, base_bytes = rows[0][1], rows[0][2], rows[0][3]

@@ -169,33 +169,14 @@ class LossRow:
 def measure_losses(engine: Any, examples: Sequence[demo_data.Example], label: str, train_counts: tuple[Counter[int], Counter[int]],
                    seed: int) -> LossRow:  # fmt: skip
     """Held-out canvas-denoising loss of the engine's model vs the unigram baseline, on ``examples``."""
-    import torch
-
     import train_demo_model as trainer
 
     model, tokenizer = engine.loaded.model, engine.tokenizer
     canvas_length, vocab_size = engine.canvas_length, engine.loaded.vocab_size
-    encoded = [trainer.encode_example(tokenizer, e) for e in examples]
     device = next(model.parameters()).device
-    batches = [
-        trainer._to_device(trainer.make_batch(encoded[i : i + 25], canvas_length, random.Random(i)), device)
-        for i in range(0, len(encoded), 25)
-    ]
-
-    def loss_at(levels: Sequence[float]) -> tuple[float, float]:
-        generator = torch.Generator().manual_seed(seed)
-        all_positions, response = [], []
-        with torch.no_grad():
-            for level in levels:
-                for batch in batches:
-                    rates = torch.full((batch.canvas.shape[0],), level)
-                    parts = trainer.diffusion_loss(model, batch, generator, rates=rates, self_conditioning_prob=0.0)
-                    all_positions.append(float(parts.loss))
-                    response.append(parts.content_loss)
-        return mean(all_positions), mean(response)
-
-    t1 = loss_at([1.0])
-    average = loss_at([level / 8 for level in range(1, 9)])
+    batches = trainer.fixed_batches(tokenizer, examples, canvas_length, device, batch_size=25)
+    t1 = trainer.heldout_loss(model, batches, seed, levels=1)  # everything noise, as the first step sees it
+    average = trainer.heldout_loss(model, batches, seed)  # the mean over rates 1/8 ... 8/8
     canvas_counts, response_counts = train_counts
     targets = [int(t) for batch in batches for t in batch.canvas.flatten().tolist()]
     response_targets = [int(t) for batch in batches for t in batch.canvas[batch.content].tolist()]
