@@ -18,6 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
 import demo_data  # noqa: E402
+import demo_batches  # noqa: E402
 import train_demo_model as training  # noqa: E402
 
 from diffgemma_engine.model.loader import load_model  # noqa: E402
@@ -30,7 +31,7 @@ def main() -> None:
     for mode in (None, "int8", "int4"):
         loaded = load_model(str(DEMO_DIRECTORY), "cpu", torch.float32, mode)
         examples = demo_data.heldout_examples(demo_data.SHORT, 64) + demo_data.heldout_examples(demo_data.JSON, 64)
-        batches = training.fixed_batches(loaded.tokenizer, examples, loaded.canvas_length, torch.device("cpu"))
+        batches = demo_batches.fixed_batches(loaded.tokenizer, examples, loaded.canvas_length, torch.device("cpu"))
         loss, content = training.heldout_loss(loaded.model, batches, seed=0)
         rows.append((mode or "fp32", loss, content, held_parameter_bytes(loaded.model)))
     base_loss, base_content, base_bytes = rows[0][1], rows[0][2], rows[0][3]

@@ -62,6 +62,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import demo_batches  # noqa: E402
 import demo_data  # noqa: E402
 import demo_rag  # noqa: E402
 import demo_eval_sets as sets  # noqa: E402  (before any generation: it reserves its values)
@@ -174,7 +175,7 @@ def measure_losses(engine: Any, examples: Sequence[demo_data.Example], label: st
     model, tokenizer = engine.loaded.model, engine.tokenizer
     canvas_length, vocab_size = engine.canvas_length, engine.loaded.vocab_size
     device = next(model.parameters()).device
-    batches = trainer.fixed_batches(tokenizer, examples, canvas_length, device, batch_size=25)
+    batches = demo_batches.fixed_batches(tokenizer, examples, canvas_length, device, batch_size=25)
     t1 = trainer.heldout_loss(model, batches, seed, levels=1)  # everything noise, as the first step sees it
     average = trainer.heldout_loss(model, batches, seed)  # the mean over rates 1/8 ... 8/8
     canvas_counts, response_counts = train_counts
@@ -189,15 +190,13 @@ def measure_losses(engine: Any, examples: Sequence[demo_data.Example], label: st
 
 def training_unigram(tokenizer: Any, canvas_length: int, examples: int, seed: int) -> tuple[Counter[int], Counter[int]]:
     """Unigram counts of training response canvases: (all positions incl. padding, response tokens only)."""
-    import train_demo_model as trainer
-
     canvases, responses = [], []
     for example in demo_data.TrainingStream(seed).take(examples):
-        response = list(trainer.encode_example(tokenizer, example).response)
+        response = list(demo_batches.encode_example(tokenizer, example).response)
         responses.append(response)
         for start in range(0, len(response), canvas_length):
             block = response[start : start + canvas_length]
-            canvases.append(block + [trainer.PAD_ID] * (canvas_length - len(block)))
+            canvases.append(block + [demo_batches.PAD_ID] * (canvas_length - len(block)))
     return unigram_counts(canvases), unigram_counts(responses)
 
 

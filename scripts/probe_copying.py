@@ -25,6 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import demo_data  # noqa: E402
+import demo_batches  # noqa: E402
 import train_demo_model as training  # noqa: E402
 
 RATES = (1.0, 0.5, 0.1)
@@ -55,7 +56,7 @@ def probe(model_dir: Path, names: str = "validation", count: int = 48, seed: int
     generator = torch.Generator().manual_seed(seed)
     scores: dict[str, dict[float, float]] = {slot: {} for slot in (*FIELDS, "repeat")}
     for examples, slots in ((records, FIELDS), (repeats, ("repeat",))):
-        batch = training.make_batch([training.encode_example(tokenizer, e) for e in examples], canvas_length,
+        batch = demo_batches.make_batch([demo_batches.encode_example(tokenizer, e) for e in examples], canvas_length,
                                     random.Random(seed))  # fmt: skip
         for rate in RATES:
             noisy = training.corrupt(batch.canvas, torch.full((len(examples),), rate), vocab, generator)

@@ -29,6 +29,7 @@ import demo_example  # noqa: E402
 import demo_rag  # noqa: E402
 import demo_tools  # noqa: E402
 import demo_values  # noqa: E402
+import demo_batches  # noqa: E402
 import train_demo_model as training  # noqa: E402
 from adapter_support import RecordingEngine  # noqa: E402
 
@@ -101,7 +102,7 @@ def test_chat_messages_render_as_the_adapters_render_the_same_conversation(demo_
         result = runnable.invoke(messages)
         text = _rendered(recorder)
         assert text == _trained_text(demo_engine, example)
-        encoded = training.encode_example(demo_engine.tokenizer, example)  # what training feeds the model
+        encoded = demo_batches.encode_example(demo_engine.tokenizer, example)  # what training feeds the model
         assert list(encoded.prompt) == demo_engine.tokenizer(text, add_special_tokens=False)["input_ids"]
         assert result.usage_metadata["input_tokens"] == len(encoded.prompt)
 
@@ -394,7 +395,7 @@ def test_json_targets_validate_against_the_schema_in_the_system_turn():
 
 def test_long_examples_fill_the_prompt_room_with_the_demo_tokenizer(demo_engine):
     examples = demo_data.TrainingStream(seed=61).take(12, family="long")
-    lengths = [len(training.encode_example(demo_engine.tokenizer, e).prompt) for e in examples]
+    lengths = [len(demo_batches.encode_example(demo_engine.tokenizer, e).prompt) for e in examples]
     assert min(lengths) > 1000
     assert max(lengths) + training.ModelSize().canvas_length <= training.ModelSize().max_position_embeddings
 
@@ -403,16 +404,16 @@ def test_long_examples_fill_the_prompt_room_with_the_demo_tokenizer(demo_engine)
 
 
 def test_make_batch_with_shift_starts_canvases_anywhere_in_the_response():
-    example = training.Encoded(prompt=(2, 105, 7), response=tuple(range(200, 219)) + (training.END_OF_TURN_ID,))
+    example = demo_batches.Encoded(prompt=(2, 105, 7), response=tuple(range(200, 219)) + (demo_batches.END_OF_TURN_ID,))
 
     def starts(shift: float) -> set[int]:
         found = set()
         for seed in range(200):
-            batch = training.make_batch([example], canvas_length=8, rng=random.Random(seed), shift=shift)
+            batch = demo_batches.make_batch([example], canvas_length=8, rng=random.Random(seed), shift=shift)
             start = int(batch.prefix_lengths[0]) - len(example.prompt)
             assert batch.prefix[0, : batch.prefix_lengths[0]].tolist() == list(example.prompt + example.response[:start])
             piece = list(example.response[start : start + 8])
-            assert batch.canvas[0].tolist() == piece + [training.PAD_ID] * (8 - len(piece))
+            assert batch.canvas[0].tolist() == piece + [demo_batches.PAD_ID] * (8 - len(piece))
             assert batch.content[0].tolist() == [True] * len(piece) + [False] * (8 - len(piece))
             found.add(start)
         return found
@@ -425,15 +426,15 @@ def test_make_batch_with_shift_starts_canvases_anywhere_in_the_response():
 def test_diffusion_loss_with_repeats_is_the_loss_of_explicitly_repeated_rows():
     tokenizer = training.train_tokenizer(training.tokenizer_corpus(training.TrainSettings(tokenizer_examples=300)), 512)
     model = training.build_model(TINY, seed=0).eval()
-    examples = [training.encode_example(tokenizer, e) for e in demo_data.TrainingStream(seed=71).take(3, family="json")]
-    batch = training.make_batch(examples, TINY.canvas_length, random.Random(0), shift=0.5)
+    examples = [demo_batches.encode_example(tokenizer, e) for e in demo_data.TrainingStream(seed=71).take(3, family="json")]
+    batch = demo_batches.make_batch(examples, TINY.canvas_length, random.Random(0), shift=0.5)
     assert len({tuple(row) for row in batch.prefix.tolist()}) == 3  # distinct prefixes: a row mix-up would show
     with torch.no_grad():
         repeated = training.diffusion_loss(model, batch, torch.Generator().manual_seed(5), repeats=3,
                                            self_conditioning_prob=0.5)  # fmt: skip
         explicit = training.diffusion_loss(model, training.repeat_rows(batch, 3), torch.Generator().manual_seed(5),
                                            self_conditioning_prob=0.5)  # fmt: skip
-        tiled = training.Batch(*(getattr(batch, f).repeat(3, *[1] * (getattr(batch, f).dim() - 1))
+        tiled = demo_batches.Batch(*(getattr(batch, f).repeat(3, *[1] * (getattr(batch, f).dim() - 1))
                                  for f in ("prefix", "prefix_mask", "prefix_lengths", "canvas", "content")))  # fmt: skip
         wrong = training.diffusion_loss(model, tiled, torch.Generator().manual_seed(5), self_conditioning_prob=0.5)
     assert repeated.self_conditioned == explicit.self_conditioned > 0

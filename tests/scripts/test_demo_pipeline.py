@@ -22,6 +22,7 @@ sys.path.insert(0, str(SCRIPTS))
 import demo_data  # noqa: E402
 import demo_example  # noqa: E402
 import eval_demo_model as evaluation  # noqa: E402
+import demo_batches  # noqa: E402
 import train_demo_model as training  # noqa: E402
 
 TINY = training.ModelSize(
@@ -71,9 +72,9 @@ def test_numbered_batches_depend_on_seed_and_index_alone():
 
 def test_data_workers_make_the_same_batches_as_the_training_process(tokenizer):
     settings = training.TrainSettings(batch_size=12)
-    maker = training.BatchMaker(tokenizer, settings, canvas_length=16)
-    inline = training.BatchSource(maker)
-    workers = training.BatchSource(maker, workers=2)
+    maker = demo_batches.BatchMaker(tokenizer, settings, canvas_length=16)
+    inline = demo_batches.BatchSource(maker)
+    workers = demo_batches.BatchSource(maker, workers=2)
     try:
         for index in (0, 1, 2, 9, 10):  # a jump (a resumed run) restarts the prefetch at the new step
             expected, got = inline.batch(index), workers.batch(index)
@@ -192,16 +193,16 @@ def test_a_non_ascii_name_is_copied_verbatim_into_the_json_answer():
 
 
 def test_make_batch_places_response_canvas_after_its_prefix(tokenizer):
-    long = training.Encoded(prompt=(2, 105, 7), response=tuple(range(200, 221)) + (training.END_OF_TURN_ID,))
-    short = training.Encoded(prompt=(2, 105, 7, 8, 9), response=(300, training.END_OF_TURN_ID))
+    long = demo_batches.Encoded(prompt=(2, 105, 7), response=tuple(range(200, 221)) + (demo_batches.END_OF_TURN_ID,))
+    short = demo_batches.Encoded(prompt=(2, 105, 7, 8, 9), response=(300, demo_batches.END_OF_TURN_ID))
     seen_blocks = set()
     for seed in range(20):
-        batch = training.make_batch([long, short], canvas_length=8, rng=random.Random(seed))
+        batch = demo_batches.make_batch([long, short], canvas_length=8, rng=random.Random(seed))
         start = int(batch.prefix_lengths[0]) - len(long.prompt)
         seen_blocks.add(start // 8)
         assert batch.prefix[0, : batch.prefix_lengths[0]].tolist() == list(long.prompt + long.response[:start])
         assert batch.canvas[0].tolist()[: len(long.response[start : start + 8])] == list(long.response[start : start + 8])
-        assert batch.canvas[1].tolist() == [300, training.END_OF_TURN_ID] + [training.PAD_ID] * 6
+        assert batch.canvas[1].tolist() == [300, demo_batches.END_OF_TURN_ID] + [demo_batches.PAD_ID] * 6
         assert batch.content[1].tolist() == [True, True] + [False] * 6
         assert not batch.prefix_mask[1, 5:].any() and batch.prefix_mask[1, :5].all()
     assert seen_blocks == {0, 1, 2}  # 22 response tokens = three canvases of 8
@@ -222,9 +223,9 @@ def test_corruption_replaces_tokens_at_the_given_rate():
 # -- the objective ----------------------------------------------------------------------------------
 
 
-def _tiny_batch(tokenizer, count: int = 8) -> training.Batch:
-    examples = [training.encode_example(tokenizer, e) for e in demo_data.TrainingStream(seed=5).take(count, family="json")]
-    return training.make_batch(examples, TINY.canvas_length, random.Random(0))
+def _tiny_batch(tokenizer, count: int = 8) -> demo_batches.Batch:
+    examples = [demo_batches.encode_example(tokenizer, e) for e in demo_data.TrainingStream(seed=5).take(count, family="json")]
+    return demo_batches.make_batch(examples, TINY.canvas_length, random.Random(0))
 
 
 def test_self_conditioning_is_trained_only_where_the_mask_enables_it(tokenizer):
