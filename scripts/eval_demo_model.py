@@ -42,12 +42,10 @@ the ``<!-- demo-results:begin/end -->`` markers of the checkpoint's README.md an
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
 import random
-import re
 import sys
 import time
 from collections import Counter
@@ -63,6 +61,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import demo_batches  # noqa: E402
+import demo_contamination  # noqa: E402
 import demo_data  # noqa: E402
 import demo_rag  # noqa: E402
 import demo_eval_sets as sets  # noqa: E402  (before any generation: it reserves its values)
@@ -570,73 +569,6 @@ def _steps(results: Sequence[Any]) -> float:
     return mean([float(r.stats.denoising_steps) for r in results if not isinstance(r, Exception)])
 
 
-# -- contamination ----------------------------------------------------------------------------------
-
-
-def value_pattern(values: Iterable[str]) -> re.Pattern[str] | None:
-    """One case-insensitive pattern matching any of ``values`` as whole words (values without a letter,
-    such as bare numbers, are left out: they occur everywhere)."""
-    wanted = sorted({v for v in values if any(c.isalpha() for c in v)}, key=len, reverse=True)
-    if not wanted:
-        return None
-    return re.compile(r"(?<!\w)(?:" + "|".join(re.escape(v) for v in wanted) + r")(?!\w)", re.IGNORECASE)
-
-
-def example_text(example: demo_data.Example) -> str:
-    return "\n".join((example.system, example.prompt, example.answer, json.dumps(example.tools, ensure_ascii=False),
-                      json.dumps(example.history, ensure_ascii=False)))  # fmt: skip
-
-
-@dataclass(frozen=True)
-class TrainRun:
-    """One training stage as ``train_demo_model.py`` ran it: its ``--seed``, its steps and its batch scale
-    (``--batch-size`` / 48); its batch ``i`` is ``TrainingStream(seed).batch(i, scale)``."""
-
-    seed: int
-    steps: int
-    scale: float = 1.0
-
-    @classmethod
-    def parse(cls, text: str) -> TrainRun:
-        """``SEED:STEPS`` or ``SEED:STEPS:SCALE``."""
-        parts = text.split(":")
-        if len(parts) in (2, 3):
-            with contextlib.suppress(ValueError):
-                return cls(int(parts[0]), int(parts[1]), float(parts[2]) if len(parts) == 3 else 1.0)
-        raise ValueError(f"a training run is SEED:STEPS or SEED:STEPS:SCALE (integers, a number), not {text!r}")
-
-
-@dataclass(frozen=True)
-class Contamination:
-    steps: int
-    examples: int
-    contaminated: int
-    hits: tuple[tuple[str, int], ...]  # (value as found, lower-cased; examples holding it), most first
-    snippets: tuple[str, ...] = ()  # the text around the first few finds
-
-
-def check_contamination(values: Iterable[str], runs: Sequence[TrainRun]) -> Contamination:
-    """Regenerate the batches of the training ``runs`` exactly as ``train_demo_model.py`` drew them and
-    count the examples whose text holds a hand-written value as a whole word."""
-    pattern = value_pattern(values)
-    examples = contaminated = steps = 0
-    hits: Counter[str] = Counter()
-    snippets: list[str] = []
-    for run in runs:
-        stream = demo_data.TrainingStream(run.seed)
-        steps += run.steps
-        for step in range(run.steps):
-            for example in stream.batch(step, run.scale):
-                examples += 1
-                text = example_text(example)
-                matches = [] if pattern is None else list(pattern.finditer(text))
-                contaminated += bool(matches)
-                hits.update({match.group(0).lower() for match in matches})
-                if matches and len(snippets) < 5:
-                    snippets.append(text[max(0, matches[0].start() - 40) : matches[0].end() + 40].replace("\n", " "))
-    return Contamination(steps, examples, contaminated, tuple(hits.most_common()), tuple(snippets))
-
-
 # -- report -----------------------------------------------------------------------------------------
 
 
@@ -702,13 +634,6 @@ def markdown_report(losses: Sequence[LossRow], rows: Sequence[ScoreRow], curve: 
     return "\n".join(lines)
 
 
-def contamination_report(found: Contamination) -> str:
-    top = ", ".join(f"{value} ({count})" for value, count in found.hits[:15]) or "none"
-    return (f"Contamination: {found.contaminated} of {found.examples} training examples ({found.steps} steps) hold a "
-            f"hand-written value as a whole word; most frequent: {top}."
-            + "".join(f"\n- …{snippet}…" for snippet in found.snippets))  # fmt: skip
-
-
 def replace_between_markers(text: str, body: str) -> str:
     """Replace what lies between the results markers in ``text`` with ``body`` (markers kept)."""
     start, end = text.find(RESULTS_BEGIN), text.find(RESULTS_END)
@@ -760,15 +685,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
     try:
-        runs = [TrainRun.parse(text) for text in args.check_contamination]
+        runs = [demo_contamination.TrainRun.parse(text) for text in args.check_contamination]
     except ValueError as error:
         parser.error(str(error))
 
     contamination = None
     if runs:
         started = time.monotonic()
-        contamination = check_contamination(sets.handwritten_values(), runs)
-        print(contamination_report(contamination) + f" ({time.monotonic() - started:.0f} s)\n", flush=True)
+        contamination = demo_contamination.check_contamination(sets.handwritten_values(), runs)
+        print(demo_contamination.contamination_report(contamination) + f" ({time.monotonic() - started:.0f} s)\n", flush=True)
         if not tasks:
             return 0
 
@@ -807,7 +732,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "arguments": shown})  # fmt: skip
         report = markdown_report(losses, rows, curve, meta)
         if contamination is not None:
-            report += "\n\n" + contamination_report(contamination)
+            report += "\n\n" + demo_contamination.contamination_report(contamination)
     finally:
         engine.shutdown()
 

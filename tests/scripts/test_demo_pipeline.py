@@ -23,6 +23,7 @@ import demo_data  # noqa: E402
 import demo_example  # noqa: E402
 import eval_demo_model as evaluation  # noqa: E402
 import demo_batches  # noqa: E402
+import demo_contamination  # noqa: E402
 import train_demo_model as training  # noqa: E402
 
 TINY = training.ModelSize(
@@ -365,18 +366,18 @@ def test_the_export_is_the_step_with_the_lowest_validation_loss(tmp_path):
 
 
 def test_contamination_check_regenerates_the_numbered_batches_of_each_stage():
-    runs = [evaluation.TrainRun.parse("3:2"), evaluation.TrainRun.parse("4:1:0.5")]
-    assert runs[1] == evaluation.TrainRun(4, 1, 0.5)
+    runs = [demo_contamination.TrainRun.parse("3:2"), demo_contamination.TrainRun.parse("4:1:0.5")]
+    assert runs[1] == demo_contamination.TrainRun(4, 1, 0.5)
     for bad in ("3", "a:2", "1:2:x", "1:2:3:4"):
         with pytest.raises(ValueError, match="SEED:STEPS"):
-            evaluation.TrainRun.parse(bad)
+            demo_contamination.TrainRun.parse(bad)
     trained = [*demo_data.TrainingStream(3).batch(0), *demo_data.TrainingStream(3).batch(1),
                *demo_data.TrainingStream(4).batch(0, 0.5)]  # fmt: skip
     planted = trained[-1].answer.strip(".").split()[-1]  # a word of the last stage's last example
-    found = evaluation.check_contamination([planted], runs)
+    found = demo_contamination.check_contamination([planted], runs)
     assert (found.steps, found.examples) == (3, len(trained))
     assert found.contaminated >= 1 and found.hits[0][0] == planted.lower()
-    assert evaluation.check_contamination(["Zyxwvutsrq"], runs).contaminated == 0
+    assert demo_contamination.check_contamination(["Zyxwvutsrq"], runs).contaminated == 0
 
 
 def test_real_word_fraction_counts_words_in_the_lexicon():

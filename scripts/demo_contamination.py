@@ -1,0 +1,84 @@
+"""Contamination of the demo model's training data: regenerate the batches a run trained on and count the
+examples that hold a hand-written evaluation value (``scripts/eval_demo_model.py --check-contamination``)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import demo_data
+
+
+def value_pattern(values: Iterable[str]) -> re.Pattern[str] | None:
+    """One case-insensitive pattern matching any of ``values`` as whole words (values without a letter,
+    such as bare numbers, are left out: they occur everywhere)."""
+    wanted = sorted({v for v in values if any(c.isalpha() for c in v)}, key=len, reverse=True)
+    if not wanted:
+        return None
+    return re.compile(r"(?<!\w)(?:" + "|".join(re.escape(v) for v in wanted) + r")(?!\w)", re.IGNORECASE)
+
+
+def example_text(example: demo_data.Example) -> str:
+    return "\n".join((example.system, example.prompt, example.answer, json.dumps(example.tools, ensure_ascii=False),
+                      json.dumps(example.history, ensure_ascii=False)))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TrainRun:
+    """One training stage as ``train_demo_model.py`` ran it: its ``--seed``, its steps and its batch scale
+    (``--batch-size`` / 48); its batch ``i`` is ``TrainingStream(seed).batch(i, scale)``."""
+
+    seed: int
+    steps: int
+    scale: float = 1.0
+
+    @classmethod
+    def parse(cls, text: str) -> TrainRun:
+        """``SEED:STEPS`` or ``SEED:STEPS:SCALE``."""
+        parts = text.split(":")
+        if len(parts) in (2, 3):
+            with contextlib.suppress(ValueError):
+                return cls(int(parts[0]), int(parts[1]), float(parts[2]) if len(parts) == 3 else 1.0)
+        raise ValueError(f"a training run is SEED:STEPS or SEED:STEPS:SCALE (integers, a number), not {text!r}")
+
+
+@dataclass(frozen=True)
+class Contamination:
+    steps: int
+    examples: int
+    contaminated: int
+    hits: tuple[tuple[str, int], ...]  # (value as found, lower-cased; examples holding it), most first
+    snippets: tuple[str, ...] = ()  # the text around the first few finds
+
+
+def check_contamination(values: Iterable[str], runs: Sequence[TrainRun]) -> Contamination:
+    """Regenerate the batches of the training ``runs`` exactly as ``train_demo_model.py`` drew them and
+    count the examples whose text holds a hand-written value as a whole word."""
+    pattern = value_pattern(values)
+    examples = contaminated = steps = 0
+    hits: Counter[str] = Counter()
+    snippets: list[str] = []
+    for run in runs:
+        stream = demo_data.TrainingStream(run.seed)
+        steps += run.steps
+        for step in range(run.steps):
+            for example in stream.batch(step, run.scale):
+                examples += 1
+                text = example_text(example)
+                matches = [] if pattern is None else list(pattern.finditer(text))
+                contaminated += bool(matches)
+                hits.update({match.group(0).lower() for match in matches})
+                if matches and len(snippets) < 5:
+                    snippets.append(text[max(0, matches[0].start() - 40) : matches[0].end() + 40].replace("\n", " "))
+    return Contamination(steps, examples, contaminated, tuple(hits.most_common()), tuple(snippets))
+
+
+def contamination_report(found: Contamination) -> str:
+    top = ", ".join(f"{value} ({count})" for value, count in found.hits[:15]) or "none"
+    return (f"Contamination: {found.contaminated} of {found.examples} training examples ({found.steps} steps) hold a "
+            f"hand-written value as a whole word; most frequent: {top}."
+            + "".join(f"\n- …{snippet}…" for snippet in found.snippets))  # fmt: skip
