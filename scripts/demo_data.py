@@ -187,6 +187,8 @@ JSON_TEMPLATES_NO_CITY = (
     "Create a JSON object for a person called {name}, age {age}.",
     "Write a JSON record for {name}, who is {age} years old.",
     "Give me a person record in JSON: name {name}, age {age}.",
+    "{name} is {age}. Write that as a JSON object.",
+    "Name: {name}. Age: {age}. Return JSON.",
 )
 JSON_TEMPLATES_CITY = (
     "Make a JSON record for a person named {name} aged {age} who lives in {city}.",
@@ -194,6 +196,23 @@ JSON_TEMPLATES_CITY = (
     "Write a JSON record for {name}, who is {age} years old and lives in {city}.",
     "Give me a person record in JSON: name {name}, age {age}, city {city}.",
 )
+"""The first phrasings (the eval's "training phrasings" set asks in these)."""
+JSON_FREE_PHRASINGS_CITY = (
+    "{name}, {age}, lives in {city}. I need that as JSON.",
+    "Name: {name}. Age: {age}. City: {city}. Return it as a JSON object.",
+    "Could you write a JSON record? {name} is {age} years old and comes from {city}.",
+    "Please give me JSON for {name} ({age}) of {city}.",
+    "Record as JSON: {name} is {age}, from {city}.",
+    "JSON object please - {name}, aged {age}, living in {city}.",
+    "Here is a person: {name}, age {age}, city {city}. Format it as JSON.",
+    "Person details: name {name}, age {age}, town {city}. Output JSON.",
+    "Store {name} ({age}, {city}) as a JSON record.",
+    "My friend {name} is {age} and resides in {city}. Make a JSON object of that.",
+    "{name} - {age} years - {city}. JSON, please.",
+    "Give me {name}'s details as JSON: {age} years old, home is {city}.",
+)
+"""Freer phrasings of the same request (trained beside :data:`JSON_TEMPLATES_CITY`)."""
+JSON_PHRASINGS_CITY = JSON_TEMPLATES_CITY + JSON_FREE_PHRASINGS_CITY
 
 # Short-task phrasings. Every fact is trained under all but at most one of them.
 ARITHMETIC_TEMPLATES = ("What is {a} {op} {b}?", "How much is {a} {op} {b}?", "Compute {a} {op} {b}.",
@@ -398,7 +417,7 @@ def _person_fields_example(rng: random.Random, name: str, city: str | None, age:
     """A person record; the prompt names the city or leaves it open (then any city of OPEN_CITIES is right);
     half the time the schema is given as the adapters give it (a system turn)."""
     if city is not None:
-        prompt = rng.choice(JSON_TEMPLATES_CITY).format(name=name, age=age, city=city)
+        prompt = rng.choice(JSON_PHRASINGS_CITY).format(name=name, age=age, city=city)
         record = person_record(name, age, city)
         answers: tuple[str, ...] = (record,)
     else:
@@ -461,7 +480,7 @@ def _person_example(rng: random.Random, names: Sequence[str]) -> Example:
 def _person_record_example(rng: random.Random, name: str) -> Example:
     age, city = rng.choice(AGES), rng.choice(CITIES)
     if rng.random() < 0.5:
-        prompt = rng.choice(JSON_TEMPLATES_CITY).format(name=name, age=age, city=city)
+        prompt = rng.choice(JSON_PHRASINGS_CITY).format(name=name, age=age, city=city)
         return Example(JSON, "person", prompt, person_record(name, age, city), (person_record(name, age, city),))
     # The prompt leaves the city open: the target names a random one, and any city of the schema is right.
     prompt = rng.choice(JSON_TEMPLATES_NO_CITY).format(name=name, age=age)
@@ -632,7 +651,7 @@ def lexicon() -> frozenset[str]:
         texts.extend(fact.prompts)
         texts.append(fact.answer)
         texts.extend(fact.answers)
-    texts.extend(JSON_TEMPLATES_CITY + JSON_TEMPLATES_NO_CITY + REPEAT_TEMPLATES)
+    texts.extend(JSON_PHRASINGS_CITY + JSON_TEMPLATES_NO_CITY + REPEAT_TEMPLATES)
     texts.extend(TRAIN_NAMES + HELDOUT_NAMES + CITIES)
     texts.append(person_record("Alice", 30, "Paris"))
     return frozenset(word.lower() for text in texts for word in WORD_PATTERN.findall(text))

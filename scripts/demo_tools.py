@@ -2,7 +2,9 @@
 documentation or LlamaIndex's ``FunctionTool`` write them), requests that name a tool and every argument
 value, the call in the chat template's syntax, and answers that copy a tool's result.
 
-Tool nouns are made up; :func:`tool_split` keeps 15 % of them (by hash) for held-out evaluation only."""
+Half the training calls use made-up tools (nouns from syllables; :func:`tool_split` keeps 15 % of them, by
+hash, for held-out evaluation only) with requests that repeat the tool's words; the other half use the
+everyday tools of :mod:`demo_catalogue`, asked for in free sentences."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 
 from diffgemma_adapters.formats import format_tool_call
 
+import demo_catalogue
 import demo_values
 from demo_example import Example, spoken, stable_unit
 
@@ -23,6 +26,7 @@ PARAM_WORDS = ("city", "date", "amount", "count", "name", "email", "query", "uni
 INTEGER_PARAMS = {"count", "amount", "size", "days", "number", "level", "input", "value"}
 TOOL_SPLIT_FRACTION = 0.15  # of generated tool nouns, kept for held-out evaluation only
 LLAMAINDEX_STYLE_FRACTION = 0.25  # of tool names (by hash): declared as a LlamaIndex FunctionTool declares one
+EVERYDAY_FRACTION = 0.5  # of training calls and answers: an everyday tool of demo_catalogue, asked for freely
 PYTHON_TYPES = {"string": "str", "integer": "int", "number": "float"}
 
 
@@ -82,16 +86,27 @@ class ToolSpec:
     @property
     def declared_by_llamaindex(self) -> bool:
         """Declared as LlamaIndex's ``FunctionTool`` declares it (by hash: no draw from the stream)."""
-        return stable_unit(f"llamaindex-style:{self.name}") < LLAMAINDEX_STYLE_FRACTION
+        return declared_by_llamaindex(self.name)
 
     def openai(self, rng: random.Random) -> dict:
         words = self.noun.replace("_", " ")
         description = rng.choice((f"{self.verb.title()} the {words}.", f"{self.verb.title()} a {words} for the user.",
                                   f"Use this to {self.verb} {words}.", ""))  # fmt: skip
-        langchain_order = rng.random() < 0.6
-        if self.declared_by_llamaindex:
-            return llamaindex_tool(self.name, description, self.params)
-        return openai_tool(self.name, description, self.params, langchain_order=langchain_order)
+        return declaration(rng, self.name, description, self.params)
+
+
+def declared_by_llamaindex(name: str) -> bool:
+    """Whether the tool ``name`` is declared LlamaIndex's way (a fixed share of names, by hash)."""
+    return stable_unit(f"llamaindex-style:{name}") < LLAMAINDEX_STYLE_FRACTION
+
+
+def declaration(rng: random.Random, name: str, description: str, params: Sequence[tuple[str, str, str]]) -> dict:
+    """The tool as LangChain, the OpenAI documentation or (for :func:`declared_by_llamaindex` names)
+    LlamaIndex declares it."""
+    langchain_order = rng.random() < 0.6
+    if declared_by_llamaindex(name):
+        return llamaindex_tool(name, description, params)
+    return openai_tool(name, description, params, langchain_order=langchain_order)
 
 
 def _tool_spec(rng: random.Random, split: str, verb: str | None = None) -> ToolSpec:
@@ -151,30 +166,68 @@ def answer_from_result(result: str) -> str:
     return result if result.endswith((".", "!", "?")) else f"{result}."
 
 
-def _toolset(rng: random.Random, split: str) -> tuple[ToolSpec, list[ToolSpec]]:
+@dataclass(frozen=True)
+class Request:
+    """A request for one tool among those offered: the call it needs, and the tools' declarations."""
+
+    text: str
+    name: str
+    args: dict
+    tools: tuple[dict, ...]
+
+
+def _made_up_request(rng: random.Random, split: str) -> Request:
     target = _tool_spec(rng, split)
     others = [_tool_spec(rng, "train") for _ in range(rng.choice((0, 1, 1, 2)))]
     tools = [target, *others]
     rng.shuffle(tools)
-    return target, tools
+    args = tool_args(rng, target)
+    return Request(tool_request(rng, target, args), target.name, args, tuple(t.openai(rng) for t in tools))
+
+
+def _trained_name(name: str) -> bool:
+    return tool_split(name.partition("_")[2]) == "train"
+
+
+def _everyday_declaration(rng: random.Random, tool: demo_catalogue.EverydayTool) -> dict:
+    return declaration(rng, tool.name, tool.description, tool.spec_params)
+
+
+def _everyday_request(rng: random.Random) -> Request:
+    """An everyday tool asked for freely, offered beside 0-2 others (everyday or made-up)."""
+    target = demo_catalogue.draw_tool(rng, _trained_name)
+    args = demo_catalogue.draw_args(rng, target)
+    text = demo_catalogue.everyday_request(rng, target, args)
+    tools = [_everyday_declaration(rng, target)]
+    for _ in range(rng.choice((0, 1, 1, 2))):
+        other = demo_catalogue.draw_tool(rng, _trained_name) if rng.random() < 0.7 else None
+        if other is None:
+            tools.append(_tool_spec(rng, "train").openai(rng))
+        elif other.domain is not target.domain:
+            tools.append(_everyday_declaration(rng, other))
+    rng.shuffle(tools)
+    return Request(text, target.name, args, tuple(tools))
+
+
+def _request(rng: random.Random, split: str) -> Request:
+    if split == "train" and rng.random() < EVERYDAY_FRACTION:
+        return _everyday_request(rng)
+    return _made_up_request(rng, split)
 
 
 def tool_call_example(rng: random.Random, split: str = "train") -> Example:
     """Declared tools and a request: the answer is the call of the requested tool with copied arguments."""
-    target, tools = _toolset(rng, split)
-    args = tool_args(rng, target)
-    call = format_tool_call(target.name, args)
-    prompt = tool_request(rng, target, args)
-    return Example("tool", "call", prompt, call, (call,), tools=tuple(t.openai(rng) for t in tools))
+    request = _request(rng, split)
+    call = format_tool_call(request.name, request.args)
+    return Example("tool", "call", request.text, call, (call,), tools=request.tools)
 
 
 def tool_answer_example(rng: random.Random, split: str = "train") -> Example:
     """The same conversation after the call and the tool's result: the answer copies the result."""
-    target, tools = _toolset(rng, split)
-    args = tool_args(rng, target)
-    result = tool_result(rng)
+    request = _request(rng, split)
+    everyday = request.name in demo_catalogue.NAMES
+    result = demo_catalogue.everyday_result(rng) if everyday and rng.random() < 0.6 else tool_result(rng)
     answer = answer_from_result(result)
-    history = ({"role": "assistant", "content": "", "tool_calls": [[target.name, args]]},
-               {"role": "tool", "name": target.name, "content": result})  # fmt: skip
-    return Example("tool", "answer", tool_request(rng, target, args), answer, (answer,),
-                   tools=tuple(t.openai(rng) for t in tools), history=history)  # fmt: skip
+    history = ({"role": "assistant", "content": "", "tool_calls": [[request.name, request.args]]},
+               {"role": "tool", "name": request.name, "content": result})  # fmt: skip
+    return Example("tool", "answer", request.text, answer, (answer,), tools=request.tools, history=history)

@@ -27,6 +27,7 @@ import demo_data  # noqa: E402
 import demo_eval_sets  # noqa: E402  (reserves the hand-written values, as the eval does)
 import demo_example  # noqa: E402
 import demo_rag  # noqa: E402
+import demo_catalogue  # noqa: E402
 import demo_tools  # noqa: E402
 import demo_values  # noqa: E402
 import demo_batches  # noqa: E402
@@ -174,8 +175,9 @@ def test_the_corpus_trains_on_the_schema_texts_the_adapters_send():
 
 
 def _noun(tool: dict) -> str:
-    verb, _, noun = tool["function"]["name"].partition("_")
-    assert verb in demo_tools.TOOL_VERBS
+    name = tool["function"]["name"]
+    verb, _, noun = name.partition("_")
+    assert verb in demo_tools.TOOL_VERBS or name in demo_catalogue.NAMES
     return noun
 
 
@@ -303,7 +305,15 @@ def test_every_tool_call_target_parses_to_the_generated_call(monkeypatch):
         generated.append((spec.name, json.loads(json.dumps(args))))  # a copy, as the example was written
         return args
 
+    original_everyday = demo_catalogue.draw_args
+
+    def recording_everyday(rng, tool):
+        args = original_everyday(rng, tool)
+        generated.append((tool.name, json.loads(json.dumps(args))))
+        return args
+
     monkeypatch.setattr(demo_tools, "tool_args", recording)
+    monkeypatch.setattr(demo_catalogue, "draw_args", recording_everyday)
     examples = demo_data.TrainingStream(seed=31).take(1500, family="tool_call")
     examples += demo_data.heldout_examples("tool", 100)
     assert len(generated) == len(examples)
@@ -316,6 +326,33 @@ def test_every_tool_call_target_parses_to_the_generated_call(monkeypatch):
         jsonschema.validate(calls[0].args, tool["parameters"])
         for value in args.values():  # every argument is said in the request, so it can be copied
             assert demo_example.spoken(value) in example.prompt, (value, example.prompt)
+
+
+def test_everyday_requests_carry_every_value_without_naming_the_tool_or_its_parameters():
+    rng = random.Random(33)
+    said_as_words = 0
+    for _ in range(3000):
+        tool = demo_catalogue.draw_tool(rng)
+        args = demo_catalogue.draw_args(rng, tool)
+        request = demo_catalogue.everyday_request(rng, tool, args)
+        assert tool.name not in request
+        said_as_words += tool.name.replace("_", " ") in request.lower()  # "Find parking in ..." may
+        for name, value in args.items():
+            assert demo_example.spoken(value) in request
+            if "_" in name:
+                assert name not in request and name.replace("_", " ") not in request.lower()
+    assert said_as_words < 0.15 * 3000
+
+
+def test_everyday_tools_are_half_the_training_calls_and_leave_out_the_handwritten_domains():
+    examples = demo_data.TrainingStream(seed=34).take(1500, family="tool_call")
+    called = [split_tool_calls(example.answer)[1][0].name for example in examples]
+    everyday = sum(name in demo_catalogue.NAMES for name in called)
+    assert 0.4 * len(called) < everyday < 0.6 * len(called)
+    handwritten_nouns = {word for name in demo_eval_sets.TOOLS for word in name.split("_")[1:]}
+    catalogue_nouns = {word for name in demo_catalogue.NAMES for word in name.split("_")[1:]}
+    assert not handwritten_nouns & catalogue_nouns
+    assert not set(demo_eval_sets.TOOLS) & demo_catalogue.NAMES
 
 
 def test_every_tool_answer_copies_the_result_of_the_call_in_its_history():
