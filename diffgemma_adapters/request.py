@@ -111,7 +111,8 @@ def prepare_request(
     supports tools; otherwise their Gemma 4 declarations open the system turn, where Gemma 4's own template
     puts them. ``tool_choice`` (see :func:`resolve_tool_choice`) may force a call: the model's turn is then
     prefilled with the call marker (and the name), and the ``builtin.tool_call`` validator checks, and repairs
-    in place, that the call names a bound tool and that its arguments match that tool's JSON schema.
+    in place, that the call names a bound tool and that its arguments match that tool's JSON schema; when it is
+    not forced, the same validator holds every call the model chooses to write to those rules.
     ``response_format`` is ``{"type": "json_object"}`` or ``{"type": "json_schema", "schema": {...}}``: it
     selects the ``builtin.json`` validator (with the schema), which repairs invalid blocks in place; a schema
     is also stated in a system turn (:func:`~diffgemma_adapters.formats.schema_instruction`), so the model
@@ -125,7 +126,7 @@ def prepare_request(
     if prompt is not None and tools:
         raise InvalidRequestError("tools", "tools need chat messages, not a raw prompt")
     prefill = "" if forced is None else forced_prefill(tools, forced)
-    tool_check = None if forced is None or prefill.endswith(CALL_CLOSE) else _tool_call_check(tools, forced, prefill)
+    tool_check = _tool_call_check(tools, forced, prefill)
     params = sampling_params(
         settings, stop, json_schema=schema, json_output=json_output, tool_call_check=tool_check, **options
     )
@@ -218,10 +219,16 @@ def forced_prefill(tools: Sequence[Mapping[str, Any]], forced: str) -> str:
     return f"{CALL_OPEN}call:{forced}{{"
 
 
-def _tool_call_check(tools: Sequence[Mapping[str, Any]], forced: str, prefill: str) -> dict[str, Any]:
-    """``builtin.tool_call`` options: the tools the call may name (with their argument schemas), the prefill."""
-    offered = [tool for tool in tools if not forced or _tool_name(tool) == forced]
-    return {"tools": {_tool_name(tool): _tool_parameters(tool) for tool in offered}, "prefill": prefill}
+def _tool_call_check(tools: Sequence[Mapping[str, Any]], forced: str | None, prefill: str) -> dict[str, Any] | None:
+    """``builtin.tool_call`` options, or ``None`` when there is nothing to check: a forced call names its tool
+    (or any bound one) after the prefill; an unforced one (``anywhere``) may be written or not, but every
+    call written names a bound tool with arguments that match its schema."""
+    if not tools or prefill.endswith(CALL_CLOSE):
+        return None
+    schemas = {_tool_name(tool): _tool_parameters(tool) for tool in tools if not forced or _tool_name(tool) == forced}
+    if forced is None:
+        return {"tools": schemas, "anywhere": True}
+    return {"tools": schemas, "prefill": prefill}
 
 
 def _tool_name(tool: Mapping[str, Any]) -> str:

@@ -373,11 +373,13 @@ class Evaluator:
         ]  # fmt: skip
         return run_all(submitters)
 
-    def forced_calls(self, examples: Sequence[demo_data.Example], validators: bool,
-                     steps: int | None = None) -> tuple[list[Any], list[list[Any]], float]:  # fmt: skip
-        """Tool calls forced as ``tool_choice=<the expected tool>`` forces them (the adapters' and the server's
-        one request builder): the turn is prefilled with the call marker and the name, and ``builtin.tool_call``
-        checks and repairs the arguments; ``validators=False`` drops the validator, keeping the prefill."""
+    def adapter_calls(self, examples: Sequence[demo_data.Example], validators: bool, steps: int | None = None,
+                      forced: bool = True) -> tuple[list[Any], list[list[Any]], float]:  # fmt: skip
+        """Tool calls requested as the adapters and the server request them (their one request builder). With
+        ``forced``, as ``tool_choice=<the expected tool>`` forces them: the turn is prefilled with the call
+        marker and the name, and ``builtin.tool_call`` checks and repairs the arguments; without, as
+        ``tool_choice="auto"``: the model may call or not, and ``builtin.tool_call`` (``anywhere``) checks and
+        repairs every call it writes. ``validators=False`` drops the validator, keeping the prefill."""
         import dataclasses
 
         from diffgemma_adapters.chat import Turn
@@ -388,7 +390,8 @@ class Evaluator:
         prepared = []
         for index, example in enumerate(examples):
             turns = ([Turn("system", example.system)] if example.system else []) + [Turn("user", example.prompt)]
-            request = prepare_request(settings, turns=turns, tools=example.tools, tool_choice=expected_call(example)[0],
+            choice = expected_call(example)[0] if forced else "auto"
+            request = prepare_request(settings, turns=turns, tools=example.tools, tool_choice=choice,
                                       seed=index, max_tokens=self.max_new_tokens, max_denoising_steps=steps,
                                       on_validation_failure="return_flagged")  # fmt: skip
             if not validators:
@@ -463,17 +466,31 @@ def measure_json(ev: Evaluator, count: int, eos_ids: Sequence[int]) -> list[Scor
     return rows
 
 
+def _call_scores(example: demo_data.Example, calls: Sequence[Any]) -> dict[str, bool]:
+    name, args = expected_call(example)
+    return {"right tool and args": is_right_call(calls, name, args), "parse-valid": are_valid_calls(calls, tool_names(example))}
+
+
 def measure_tools(ev: Evaluator, count: int, eos_ids: Sequence[int]) -> list[ScoreRow]:
+    """The model's own calls (the engine, no validator), then the same requests as the adapters send them
+    with ``tool_choice="auto"`` (``builtin.tool_call`` checking every call written)."""
+
     def score(example: demo_data.Example, result: Any) -> dict[str, bool]:
-        calls = [] if result is None else ev.decode_calls(result)[1]
-        name, args = expected_call(example)
-        return {"right tool and args": is_right_call(calls, name, args), "parse-valid": are_valid_calls(calls, tool_names(example))}
+        return _call_scores(example, [] if result is None else ev.decode_calls(result)[1])
 
     rows = []
     for source, examples in (("generator held-out tools", demo_data.heldout_examples("tool", count)),
                              ("hand-written TOOL_CASES", handwritten_tool_examples(count, answer=False))):  # fmt: skip
         results, seconds = ev.generate(examples)
         rows.append(scored_row("tool calls", source, "none (tool_choice auto)", examples, results, seconds, score, eos_ids))
+        results, calls, seconds = ev.adapter_calls(examples, validators=True, forced=False)
+        by_example = {id(example): example_calls for example, example_calls in zip(examples, calls)}
+
+        def adapter_score(example: demo_data.Example, result: Any) -> dict[str, bool]:
+            return _call_scores(example, [] if result is None else by_example[id(example)])
+
+        setting = "`builtin.tool_call` anywhere + repair (tool_choice auto)"
+        rows.append(scored_row("tool calls", source, setting, examples, results, seconds, adapter_score, eos_ids))
     return rows
 
 
@@ -551,7 +568,7 @@ def measure_curve(ev: Evaluator, count: int, caps: Sequence[int | None] = STEP_C
                 mean([float(is_schema_valid(t, RECORD_SCHEMA)) for t in texts]),
                 mean([float(is_exact_answer(e, t)) for e, t in zip(people, texts)]), _steps(results), seconds,
             ))  # fmt: skip
-            results, calls, seconds = ev.forced_calls(tools, validators=validators, steps=cap)
+            results, calls, seconds = ev.adapter_calls(tools, validators=validators, steps=cap)
             rows.append(CurveRow(
                 "tool calls, forced (hand-written)", label, "`builtin.tool_call`" if validators else "none", len(tools),
                 mean([float(are_valid_calls(c, tool_names(e))) for e, c in zip(tools, calls)]),

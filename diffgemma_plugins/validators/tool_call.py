@@ -1,9 +1,10 @@
-"""``builtin.tool_call``: a forced tool call names a bound tool and its arguments match that tool's schema."""
+"""``builtin.tool_call``: a tool call names a bound tool and its arguments match that tool's schema (a
+forced call, or - with ``anywhere`` - every call the model chooses to write)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from diffgemma_engine.api.validation import BlockView, Violation
@@ -20,6 +21,7 @@ CALL_START = f"{CALL_OPEN}call:"
 class ToolCallOptions:
     schemas: Mapping[str, Any]  # tool name -> a jsonschema validator of its arguments
     prefill: str
+    anywhere: bool = False  # calls may appear anywhere in the response (or not at all)
 
 
 @dataclass(frozen=True)
@@ -39,8 +41,13 @@ class ToolCallOutput:
     the block renoised), and at the final block the call must be complete (``tool_call_incomplete``).
     Text after the call is not checked.
 
+    With ``anywhere`` (a call the model may or may not write, as with ``tool_choice="auto"``), the response
+    is free text, and every ``<|tool_call>call:`` in it starts a call held to the same rules; a response
+    without a call passes.
+
     Options: ``tools`` (required): tool name -> the JSON Schema of its arguments; ``prefill``: the text the
-    model's turn was prefilled with (it starts with ``<|tool_call>call:``). Needs ``jsonschema``.
+    model's turn was prefilled with (it starts with ``<|tool_call>call:`` unless ``anywhere``);
+    ``anywhere`` (default false). Needs ``jsonschema``.
     """
 
     name = "builtin.tool_call"
@@ -50,21 +57,26 @@ class ToolCallOutput:
     scope = "block"
 
     def parse_options(self, options: Mapping[str, Any]) -> ToolCallOptions:
-        unknown = set(options) - {"tools", "prefill"}
+        unknown = set(options) - {"tools", "prefill", "anywhere"}
         if unknown:
-            raise ValueError(f"unknown options {sorted(unknown)}; accepted: ['prefill', 'tools']")
+            raise ValueError(f"unknown options {sorted(unknown)}; accepted: ['anywhere', 'prefill', 'tools']")
         tools = options.get("tools")
         if not isinstance(tools, Mapping) or not tools or not all(isinstance(name, str) for name in tools):
             raise ValueError("tools must be a non-empty mapping of tool name -> JSON Schema of its arguments")
-        prefill = options.get("prefill", CALL_START)
-        if not isinstance(prefill, str) or not prefill.startswith(CALL_START):
+        anywhere = options.get("anywhere", False)
+        if not isinstance(anywhere, bool):
+            raise ValueError(f"anywhere must be true or false, got {anywhere!r}")
+        prefill = options.get("prefill", "" if anywhere else CALL_START)
+        if not isinstance(prefill, str) or not (anywhere or prefill.startswith(CALL_START)):
             raise ValueError(f"prefill must be a string starting with {CALL_START!r}, got {prefill!r}")
-        return ToolCallOptions({name: _schema_validator(schema) for name, schema in tools.items()}, prefill)
+        schemas = {name: _schema_validator(schema) for name, schema in tools.items()}
+        return ToolCallOptions(schemas, prefill, anywhere)
 
     def validate(self, block: BlockView, ctx: ValidationContext) -> list[Violation]:
         options: ToolCallOptions = ctx.options
         head = options.prefill + block.committed_text
-        problem = find_problem(head + block.text, options.schemas, final=block.is_final)
+        find = find_problem_anywhere if options.anywhere else find_problem
+        problem = find(head + block.text, options.schemas, final=block.is_final)
         if problem is None:
             return []
         start = problem.offset - len(head)
@@ -108,6 +120,31 @@ def find_problem(text: str, schemas: Mapping[str, Any], *, final: bool) -> _Prob
         message = f"{len(errors)} schema error(s) in the arguments of {name}; first at {path}: {errors[0].message}"
         return _Problem(base + brace, "tool_call_schema", message, whole_arguments=True)
     return None
+
+
+def find_problem_anywhere(text: str, schemas: Mapping[str, Any], *, final: bool) -> _Problem | None:
+    """The first problem of any call in ``text`` (free text with calls in it), or ``None``."""
+    start = text.find(CALL_START)
+    while start != -1:
+        call = text[start:]
+        problem = find_problem(call, schemas, final=final)
+        if problem is not None:
+            return replace(problem, offset=start + problem.offset)
+        end = _call_end(call)
+        if end is None:  # a call still being written, sound so far
+            return None
+        start = text.find(CALL_START, start + end)
+    return None
+
+
+def _call_end(call: str) -> int | None:
+    """Where the arguments of ``call`` (text from ``<|tool_call>call:``) end, if they are complete."""
+    base = len(CALL_START)
+    brace = call.find("{", base)
+    if brace == -1:
+        return None
+    end, _ = value_prefix_end(call[brace:])
+    return None if end is None else brace + end
 
 
 def _common_prefix(a: str, b: str) -> int:

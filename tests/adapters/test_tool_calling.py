@@ -20,7 +20,7 @@ from diffgemma_adapters.settings import GenerationSettings  # noqa: E402
 from diffgemma_adapters.langchain import ChatDiffusionGemma  # noqa: E402
 from diffgemma_engine import InvalidRequestError  # noqa: E402
 from diffgemma_plugins import get_plugin_manager  # noqa: E402
-from diffgemma_plugins.validators.tool_call import ToolCallOutput, find_problem  # noqa: E402
+from diffgemma_plugins.validators.tool_call import ToolCallOutput, find_problem, find_problem_anywhere  # noqa: E402
 
 FAST = {"model": "tiny-random", "max_tokens": 32, "max_denoising_steps": 4}
 
@@ -115,6 +115,20 @@ def test_forced_calls_select_the_tool_call_validator_with_the_bound_schemas():
     assert set(named.params.validator_options["builtin.tool_call"]["tools"]) == {"get_weather"}
 
 
+@pytest.mark.parametrize("choice", [None, "auto"])
+def test_unforced_calls_are_checked_wherever_the_model_writes_them(choice):
+    request = prepare_request(_settings(), turns=[Turn("user", "hi")], tools=[WEATHER, CLOCK], tool_choice=choice)
+    assert not request.prefill and request.params.validators == ("builtin.tool_call",)
+    options = request.params.validator_options["builtin.tool_call"]
+    assert options == {"tools": {"get_weather": WEATHER["function"]["parameters"],
+                                 "clock": {"type": "object", "properties": {}}}, "anywhere": True}  # fmt: skip
+    parsed = ToolCallOutput().parse_options(options)
+    assert parsed.anywhere and parsed.prefill == ""
+    for without in (prepare_request(_settings(), turns=[Turn("user", "hi")]),
+                    prepare_request(_settings(), turns=[Turn("user", "hi")], tools=[WEATHER], tool_choice="none")):
+        assert "builtin.tool_call" not in without.params.validators
+
+
 def test_a_forced_call_without_parameters_is_written_whole_and_needs_no_validator():
     request = prepare_request(_settings(), turns=[Turn("user", "hi")], tools=[CLOCK], tool_choice="required")
     assert request.prompt.endswith(f"{CALL_OPEN}call:clock{{}}{CALL_CLOSE}")
@@ -173,8 +187,34 @@ def test_the_tool_call_validator_finds_the_first_problem(text, final, code, offs
         assert problem.offset == len(CALL_OPEN) + offset
 
 
+WEATHER_CALL = f"{CALL_OPEN}call:get_weather{{city:<|\"|>Paris<|\"|>}}{CALL_CLOSE}"
+
+
+@pytest.mark.parametrize(
+    ("text", "final", "code", "offset"),
+    [
+        ("It is sunny.", True, None, None),  # no call at all: free text passes
+        (f"Let me check. {WEATHER_CALL}", True, None, None),
+        (f"Let me check. {CALL_OPEN}call:get_wXa", False, "tool_call_invalid", 14 + len(CALL_OPEN) + 10),
+        (f"{WEATHER_CALL} and {CALL_OPEN}call:add{{a:<|\"|>x<|\"|>}}", False, "tool_call_schema",
+         len(WEATHER_CALL) + 5 + len(CALL_OPEN) + 8),  # the second call is held to the rules too
+        (f"{WEATHER_CALL}{CALL_OPEN}call:get_weather{{city:<|\"|>Ri", False, None, None),
+        (f"{WEATHER_CALL}{CALL_OPEN}call:get_weather{{city:<|\"|>Ri", True, "tool_call_incomplete", None),
+        (f"{CALL_OPEN}call:get_weather{{citycity:<|\"|>Riga<|\"|>}}", False, "tool_call_schema", len(CALL_OPEN) + 16),
+    ],
+)
+def test_the_tool_call_validator_anywhere_checks_every_call_in_free_text(text, final, code, offset):
+    problem = find_problem_anywhere(text, _schemas(), final=final)
+    assert (problem and problem.code) == code
+    if offset is not None:
+        assert problem.offset == offset
+
+
 def test_tool_call_validator_options_are_checked():
-    for options in ({}, {"tools": {}}, {"tools": {"f": {}}, "prefill": "x"}, {"tools": {"f": {}}, "bogus": 1}):
+    anywhere = ToolCallOutput().parse_options({"tools": {"f": {}}, "anywhere": True, "prefill": "Sure. "})
+    assert anywhere.prefill == "Sure. " and anywhere.anywhere
+    for options in ({}, {"tools": {}}, {"tools": {"f": {}}, "prefill": "x"}, {"tools": {"f": {}}, "bogus": 1},
+                    {"tools": {"f": {}}, "anywhere": "yes"}):
         with pytest.raises(ValueError):
             ToolCallOutput().parse_options(options)
 
