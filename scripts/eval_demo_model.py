@@ -64,13 +64,12 @@ import demo_batches  # noqa: E402
 import demo_contamination  # noqa: E402
 import demo_data  # noqa: E402
 import demo_rag  # noqa: E402
+from demo_card import RESULTS_BEGIN, RESULTS_END  # noqa: E402
 import demo_eval_sets as sets  # noqa: E402  (before any generation: it reserves its values)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_DIR = REPO_ROOT / "diffgemma_engine" / "model" / "demo"
 DOCS_PAGE = REPO_ROOT / "docs" / "demo-model.md"
-RESULTS_BEGIN = "<!-- demo-results:begin -->"
-RESULTS_END = "<!-- demo-results:end -->"
 END_OF_TURN = "<turn|>"
 
 

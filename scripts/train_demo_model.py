@@ -67,6 +67,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import demo_data  # noqa: E402  (a sibling script, imported as a module)
 from demo_batches import Batch, BatchMaker, BatchSource, fixed_batches  # noqa: E402
+from demo_card import STAGES_HEADER, model_card  # noqa: E402, F401  (STAGES_HEADER: read by the tests)
 
 from diffgemma_engine.model import tiny_random  # noqa: E402
 
@@ -81,9 +82,6 @@ EOS_TOKEN_IDS = tuple(tiny_random.EOS_TOKEN_IDS)
 CHAT_TEMPLATE = tiny_random.CHAT_TEMPLATE
 
 RESERVE_SECONDS = 60.0  # of the --minutes budget, kept for the final held-out evaluation and the export
-STAGES_HEADER = "# stage by stage (each stage ran the scripts of its own commit)"
-CARD_RESULTS_BEGIN = "<!-- demo-results:begin -->"
-CARD_RESULTS_END = "<!-- demo-results:end -->"
 
 
 @dataclass(frozen=True)
@@ -455,132 +453,6 @@ def _drop_load_options(path: Path) -> None:
         path.write_text(json.dumps(kept, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def model_card(size: ModelSize, settings: TrainSettings, run: RunState, parameters: int, heldout: tuple[float, float] | None,
-               command: str, device_note: str) -> str:  # fmt: skip
-    """The checkpoint's README.md; the eval script fills the section between the results markers.
-
-    A warm-started run (``settings.init_from``) says so, and its reproduce block lists the starting
-    checkpoint's own commands (read from that checkpoint's card) before this run's, which names every
-    setting that differs from the defaults, ``--init-from`` included."""
-    import re  # local: this function is the only user
-
-    held = "n/a" if heldout is None else f"{heldout[0]:.3f} (all canvas positions), {heldout[1]:.3f} (response positions)"
-    size_rows = "\n".join(f"| `{k}` | {v} |" for k, v in asdict(size).items())
-    setting_rows = "\n".join(f"| `{k}` | {v} |" for k, v in asdict(settings).items())
-    defaults = {**asdict(ModelSize()), **asdict(TrainSettings())}
-    changed = {**asdict(size), **asdict(settings)}
-    flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in changed.items()
-                     if k not in ("seed", "sc_temperature", "min_lr_ratio") and v != defaults[k])  # fmt: skip
-    run_command, _, clock_note = command.partition("  # ")
-    this_run = f"{run_command} {flags}".rstrip() + (f"  # {clock_note}" if clock_note else "")
-    earlier: list[str] = []
-    if settings.init_from:
-        start_card = Path(settings.init_from) / "README.md"
-        text = start_card.read_text(encoding="utf-8") if start_card.is_file() else ""
-        block = re.search(r"Reproduce with:\s*```bash\n(.*?)```", text, re.DOTALL)
-        earlier = [line for line in (block.group(1).splitlines() if block else []) if line.strip()]
-        if not earlier:
-            earlier = [f"# (the starting checkpoint {settings.init_from} has no reproduce command in its card)"]
-        provenance = (f"warm-started from an earlier checkpoint (`{settings.init_from}`: its weights and tokenizer) "
-                      f"and trained for {run.elapsed / 60:.0f} more minutes ({device_note}); the steps, tokens and "
-                      "losses below count this run only")  # fmt: skip
-        if earlier[0] != STAGES_HEADER:
-            earlier.insert(0, STAGES_HEADER)
-        reproduce = "\n".join([*earlier, f"# then, from the checkpoint above (--out of the line before: {settings.init_from})",
-                               this_run])  # fmt: skip
-    else:
-        provenance = f"trained from scratch in {run.elapsed / 60:.0f} minutes ({device_note})"
-        reproduce = this_run
-    return f"""---
-license: apache-2.0
-library_name: transformers
-pipeline_tag: text-generation
-tags:
-- diffusion-gemma
-- block-diffusion
-- demo
----
-
-# diffgemma demo model
-
-A **{parameters / 1e6:.1f} M-parameter DiffusionGemma** (`DiffusionGemmaForBlockDiffusion`, transformers ≥ 5.23)
-{provenance}. It is the default model of `diffgemma-plugins`: small enough to ship inside the package and
-run offline, and trained on generated examples of the jobs the adapters serve - short answers, JSON records
-that follow a stated schema, tool calls and answers from a tool's result, answers copied from a retrieved
-context - with and without a system turn. See "Measured" for how well it does them; outside them it knows
-nothing.
-
-It has the real model's class, layer layout (alternating sliding / full attention, mixture-of-experts
-blocks, a self-conditioning decoder), special-token ids (`<pad>` 0, `<eos>` 1, `<bos>` 2, `<|tool_response>` 50,
-`<|turn>` 105, `<turn|>` 106), chat template and `generation_config.json` format (48 denoising steps,
-entropy bound 0.1, temperature 0.8 → 0.4, EOS ids [1, 106, 50]), with a canvas of {size.canvas_length} tokens
-and a context window of {size.max_position_embeddings} tokens (prompt and answer).
-
-## Use
-
-```python
-from diffgemma_engine import Engine, SamplingParams
-engine = Engine(model="path/to/this/directory")
-print(engine.generate(messages=[{{"role": "user", "content": "What is three plus four?"}}],
-                      params=SamplingParams(seed=0)).text)
-```
-
-## Corpus
-
-Generated by `scripts/demo_data.py` and `scripts/demo_values.py` (our own templated text, Apache-2.0; no
-external data), every prompt rendered the way the adapters and the server render requests (the same
-message normalisation and tool declarations): short answers to simple instructions (arithmetic in words,
-opposites, plurals, spelling, colours, counting, "name a …", repeating a name); JSON records, for a person
-or with made-up keys and types, often with the JSON schema stated in a system turn as the adapters state it;
-tool calls in the chat template's call syntax, with the arguments copied from the request, and answers
-that copy a tool's result; extractive answers over 3-5 short passages (in LlamaIndex's own question-answering
-prompt when LlamaIndex is installed) and over contexts of about 1,200-2,600 tokens. Names, places, words and
-numbers are made up on the spot in many shapes (accented, hyphenated, several words, other scripts), so
-copying them from the prompt is the only way to fit the targets. Held-out prompts (new phrasings of trained
-facts, held-out tool names, names the generator does not write) and a hand-written list of names and
-cities (`scripts/demo_eval_sets.py`) are used for evaluation; fresh draws of the copying tasks pick the
-exported step.
-
-## Recipe
-
-Uniform-state block diffusion: a response canvas (from a block boundary, or from a random response token,
-as a prefilled tool call starts the engine's first canvas) is corrupted by replacing tokens with uniformly
-random ones at a sampled rate, the prompt (plus earlier canvases) goes through the causal encoder once and
-{settings.canvas_repeats} independently corrupted copies of the canvas through the decoder, the loss is the
-cross-entropy of the clean canvas; self-conditioning is trained with a first no-grad pass whose
-temperature-scaled logits are fed back for a random half of the examples. Byte-level BPE tokenizer
-(every space a token of its own) trained with `tokenizers`. Reproduce with:
-
-```bash
-{reproduce}
-```
-
-| Architecture | |
-|---|---|
-{size_rows}
-
-| Training | |
-|---|---|
-{setting_rows}
-| steps | {run.step} |
-| tokens processed | {run.tokens:,} |
-| exported weights | step {run.best_step if run.best_step is not None else run.step} (lowest validation loss on freshly generated prompts of the copying tasks: {run.best_validation if run.best_validation is not None else float("nan"):.3f}) |
-| held-out denoising loss of the exported weights | {held} |
-
-## Measured
-
-{CARD_RESULTS_BEGIN}
-Not measured yet: run `python scripts/eval_demo_model.py --write-results`.
-{CARD_RESULTS_END}
-
-## Limitations
-
-A toy: it does its corpus's kinds of request, in English, and little beyond; arithmetic only in words,
-with results from 0 to 20. Outside them expect short made-up answers. Do not use it for anything but demos
-and tests.
-"""
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Train the small DiffusionGemma demo checkpoint.")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the finished checkpoint goes")
@@ -744,7 +616,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         machine = f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}, TF32, {args.data_workers} data workers"
     else:
         machine = f"{device.type}, torch {torch.__version__}, {torch.get_num_threads()} threads"
-    card = model_card(size, settings, run, parameters, held, command, machine)
+    defaults = {**asdict(ModelSize()), **asdict(TrainSettings())}
+    card = model_card(size, settings, defaults, run, parameters, held, command, machine)
     export_checkpoint(args.out, model.to("cpu"), tokenizer, card)
     (args.work_dir / "train_log.json").write_text(json.dumps(run.log, indent=1) + "\n", encoding="utf-8")
     weights = args.out / "model.safetensors"
