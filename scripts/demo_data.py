@@ -7,8 +7,9 @@ batch holds one; :data:`FAMILY_WEIGHTS`, :data:`FAMILY_BATCH`), every example a 
 * **short** — one-line answers to simple instructions: arithmetic in words ("What is three plus four?"
   → "Seven."), opposites, plurals, spelling, colours of things, "what comes after", "name a …"
   (any member of the category is a right answer), and repeating a made-up name of any shape;
-* **json** — a person record (``{"name": …, "age": …, "city": …}``) or a record with made-up keys and
-  types, often with its JSON schema stated in a system turn as the adapters state it;
+* **json** — a person record (``{"name": …, "age": …, "city": …}``), a record with made-up keys and
+  types, often with its JSON schema stated in a system turn as the adapters state it, or a record the
+  model fills in itself ("Tell me a joke about ferries." with a Joke schema; :mod:`demo_invented`);
 * **tool_call** / **tool_answer** — declared tools and a request naming the tool and its argument values:
   the call with the values copied; then, after the call and the tool's result, an answer copying it
   (:mod:`demo_tools`);
@@ -43,6 +44,7 @@ from diffgemma_adapters.formats import SCHEMA_INSTRUCTION, declare_tools, schema
 import demo_eval_sets  # noqa: F401  (importing it reserves the hand-written evaluation values)
 import demo_values
 from demo_example import DAYS, Example, spoken, stable_unit
+from demo_invented import invented_record_example
 from demo_rag import FRAMEWORK_PROMPTS_ENV, export_framework_prompts, rag_example
 from demo_tools import tool_answer_example, tool_call_example
 
@@ -511,6 +513,7 @@ FAMILY_BATCH = {"short": 64, "json": 48, "tool_call": 16, "tool_answer": 16, "ra
 """Examples per batch: about 3-7 k tokens each, whatever the family's prompt length."""
 LONG_PASSAGES = (24, 48)  # passages of a "long" context: about 1,200-2,600 tokens, to use the prompt room
 SYSTEM_PROBABILITY = 0.4
+INVENTED_FRACTION = 0.12  # of JSON examples: a record the model fills in itself (demo_invented), from stage 6
 
 
 def family_example(rng: random.Random, family: str, by_kind: dict, kinds: Sequence[str],
@@ -538,7 +541,10 @@ def family_example(rng: random.Random, family: str, by_kind: dict, kinds: Sequen
 
 
 def _training_json_example(rng: random.Random) -> Example:
-    if rng.random() < 0.4:
+    roll = rng.random()
+    if roll < INVENTED_FRACTION:
+        return invented_record_example(rng, schema_instruction)
+    if roll < 0.4:
         return _record_example(rng)
     city = demo_values.place(rng) if rng.random() < 0.8 else None
     return _person_fields_example(rng, demo_values.name(rng), city, rng.randint(0, 120))

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import unicodedata
 from pathlib import Path
+from typing import Annotated
 
 import jsonschema
 import pytest
@@ -26,6 +27,7 @@ sys.path.insert(0, str(TESTS / "adapters"))
 import demo_data  # noqa: E402
 import demo_eval_sets  # noqa: E402  (reserves the hand-written values, as the eval does)
 import demo_example  # noqa: E402
+import demo_invented  # noqa: E402
 import demo_rag  # noqa: E402
 import demo_catalogue  # noqa: E402
 import demo_tools  # noqa: E402
@@ -417,7 +419,7 @@ def test_every_rag_answer_span_occurs_in_its_context():
 
 def test_json_targets_validate_against_the_schema_in_the_system_turn():
     examples = demo_data.TrainingStream(seed=51).take(3000, family="json") + demo_data.heldout_examples("json", 100)
-    checked = {"person": 0, "record": 0}
+    checked = {"person": 0, "record": 0, "invented": 0}
     for example in examples:
         schema = _system_schema(example)
         if schema is None:
@@ -427,7 +429,28 @@ def test_json_targets_validate_against_the_schema_in_the_system_turn():
             jsonschema.validate(json.loads(answer), schema)
         assert list(json.loads(example.answer)) == list(schema["properties"])  # keys in the schema's order
         checked[example.kind] += 1
-    assert min(checked.values()) > 300
+    assert min(checked["person"], checked["record"]) > 300 and checked["invented"] > 150
+
+
+def test_invented_records_use_the_schema_forms_langchain_sends_and_copy_nothing_but_the_topic():
+    from langchain_core.utils.function_calling import convert_to_json_schema
+    from typing_extensions import TypedDict
+
+    class Joke(TypedDict):
+        """Joke to tell user."""
+
+        setup: Annotated[str, ..., "question to set up a joke"]
+        punchline: Annotated[str, ..., "answer to resolve the joke"]
+
+    examples = [e for e in demo_data.TrainingStream(seed=52).take(3000, family="json") if e.kind == "invented"]
+    schemas = [_system_schema(e) for e in examples]
+    langchain = {**convert_to_json_schema(Joke), "title": "Joke"}
+    assert langchain in schemas  # the TypedDict form, key for key and in LangChain's order
+    assert any(list(s) == ["description", "properties", "required", "title", "type"] for s in schemas)  # pydantic's
+    for example in examples:
+        record = json.loads(example.answer)
+        topic = example.prompt.removesuffix(", please.").rstrip(".?").split()[-1]  # every request ends on it
+        assert any(topic.lower() in str(value).lower() for value in record.values()), (example.prompt, record)
 
 
 def test_long_examples_fill_the_prompt_room_with_the_demo_tokenizer(demo_engine):
