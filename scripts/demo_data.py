@@ -513,7 +513,7 @@ FAMILY_BATCH = {"short": 64, "json": 48, "tool_call": 16, "tool_answer": 16, "ra
 """Examples per batch: about 3-7 k tokens each, whatever the family's prompt length."""
 LONG_PASSAGES = (24, 48)  # passages of a "long" context: about 1,200-2,600 tokens, to use the prompt room
 SYSTEM_PROBABILITY = 0.4
-INVENTED_FRACTION = 0.12  # of JSON examples: a record the model fills in itself (demo_invented), from stage 6
+INVENTED_FRACTION = 0.12  # of JSON examples: a record the model fills in itself (demo_invented); not trained yet
 
 
 def family_example(rng: random.Random, family: str, by_kind: dict, kinds: Sequence[str],
