@@ -20,6 +20,7 @@ from diffgemma_adapters.settings import GenerationSettings  # noqa: E402
 from diffgemma_adapters.langchain import ChatDiffusionGemma  # noqa: E402
 from diffgemma_engine import InvalidRequestError  # noqa: E402
 from diffgemma_plugins import get_plugin_manager  # noqa: E402
+from diffgemma_plugins.testing import make_block, run_validator  # noqa: E402
 from diffgemma_plugins.validators.tool_call import ToolCallOutput, find_problem, find_problem_anywhere  # noqa: E402
 
 FAST = {"model": "tiny-random", "max_tokens": 32, "max_denoising_steps": 4}
@@ -208,6 +209,20 @@ def test_the_tool_call_validator_anywhere_checks_every_call_in_free_text(text, f
     assert (problem and problem.code) == code
     if offset is not None:
         assert problem.offset == offset
+
+
+def test_the_tool_call_validator_anywhere_flags_the_token_that_breaks_a_call_in_its_block():
+    options = {"tools": {"get_weather": WEATHER["function"]["parameters"]}, "anywhere": True}
+    assert not run_validator(ToolCallOutput(), make_block("Sure, one moment.", eos=True), options)
+    block = make_block(f"{CALL_OPEN}call:get_wXather{{", committed="Let me look. ")
+    [violation] = run_validator(ToolCallOutput(), block, options)
+    assert violation.code == "tool_call_invalid" and "unknown tool" in violation.message
+    start, end = block.token_offsets[violation.spans[0][0]]
+    assert "X" in block.text[start:end]  # the first character no bound name has
+    # a call in earlier, committed text that broke there: nothing this block can repair
+    assert not run_validator(ToolCallOutput(), make_block(" more text", committed=f"{CALL_OPEN}call:nope{{"), options)
+    [incomplete] = run_validator(ToolCallOutput(), make_block(f"{CALL_OPEN}call:get_weather{{city:", eos=True), options)
+    assert incomplete.code == "tool_call_incomplete"
 
 
 def test_tool_call_validator_options_are_checked():
