@@ -95,6 +95,25 @@ class ToolCallOutput:
 
 def find_problem(text: str, schemas: Mapping[str, Any], *, final: bool) -> _Problem | None:
     """The first problem of ``text`` (a call being written, from ``<|tool_call>call:``), or ``None``."""
+    return _check_call(text, schemas, final=final)[0]
+
+
+def find_problem_anywhere(text: str, schemas: Mapping[str, Any], *, final: bool) -> _Problem | None:
+    """The first problem of any call in ``text`` (free text with calls in it), or ``None``."""
+    start = text.find(CALL_START)
+    while start != -1:
+        problem, end = _check_call(text[start:], schemas, final=final)
+        if problem is not None:
+            return replace(problem, offset=start + problem.offset)
+        if end is None:  # a call still being written, sound so far
+            return None
+        start = text.find(CALL_START, start + end)
+    return None
+
+
+def _check_call(text: str, schemas: Mapping[str, Any], *, final: bool) -> tuple[_Problem | None, int | None]:
+    """The first problem of the call ``text`` starts with, and where its arguments end once they are
+    complete and sound (``None`` while it is still being written)."""
     base = len(CALL_START)
     rest = text[base:]
     brace = rest.find("{")
@@ -102,49 +121,27 @@ def find_problem(text: str, schemas: Mapping[str, Any], *, final: bool) -> _Prob
     common = max(_common_prefix(name, tool) for tool in schemas)
     if common < len(name) or (brace != -1 and name not in schemas):
         bound = sorted(schemas)
-        return _Problem(base + common, "tool_call_invalid", f"unknown tool {name!r}: the call must name one of {bound}")
+        message = f"unknown tool {name!r}: the call must name one of {bound}"
+        return _Problem(base + common, "tool_call_invalid", message), None
     if brace == -1:
-        return _Problem(len(text), "tool_call_incomplete", "the response ends before the call's arguments") if final else None
+        incomplete = _Problem(len(text), "tool_call_incomplete", "the response ends before the call's arguments")
+        return (incomplete if final else None), None
     arguments = rest[brace:]
     end, bad = value_prefix_end(arguments)
     if bad is not None:
-        return _Problem(base + brace + bad, "tool_call_invalid", f"the arguments of {name} do not parse here")
+        return _Problem(base + brace + bad, "tool_call_invalid", f"the arguments of {name} do not parse here"), None
     if end is None:
-        return _Problem(len(text), "tool_call_incomplete", "the response ends inside the call's arguments") if final else None
+        incomplete = _Problem(len(text), "tool_call_incomplete", "the response ends inside the call's arguments")
+        return (incomplete if final else None), None
     value = parse_value(arguments[:end])
     if not isinstance(value, dict):
-        return _Problem(base + brace, "tool_call_invalid", f"the arguments of {name} are not an object")
+        return _Problem(base + brace, "tool_call_invalid", f"the arguments of {name} are not an object"), None
     errors = sorted(schemas[name].iter_errors(value), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         path = "/" + "/".join(map(str, errors[0].absolute_path))
         message = f"{len(errors)} schema error(s) in the arguments of {name}; first at {path}: {errors[0].message}"
-        return _Problem(base + brace, "tool_call_schema", message, whole_arguments=True)
-    return None
-
-
-def find_problem_anywhere(text: str, schemas: Mapping[str, Any], *, final: bool) -> _Problem | None:
-    """The first problem of any call in ``text`` (free text with calls in it), or ``None``."""
-    start = text.find(CALL_START)
-    while start != -1:
-        call = text[start:]
-        problem = find_problem(call, schemas, final=final)
-        if problem is not None:
-            return replace(problem, offset=start + problem.offset)
-        end = _call_end(call)
-        if end is None:  # a call still being written, sound so far
-            return None
-        start = text.find(CALL_START, start + end)
-    return None
-
-
-def _call_end(call: str) -> int | None:
-    """Where the arguments of ``call`` (text from ``<|tool_call>call:``) end, if they are complete."""
-    base = len(CALL_START)
-    brace = call.find("{", base)
-    if brace == -1:
-        return None
-    end, _ = value_prefix_end(call[brace:])
-    return None if end is None else brace + end
+        return _Problem(base + brace, "tool_call_schema", message, whole_arguments=True), None
+    return None, base + brace + end
 
 
 def _common_prefix(a: str, b: str) -> int:
