@@ -4,7 +4,6 @@ stage by stage, and the markers between which ``eval_demo_model.py --write-resul
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -31,13 +30,13 @@ leave out) are used for evaluation; fresh draws of the copying tasks pick the ex
 """The card's corpus section."""
 
 
-def model_card(size: Any, settings: Any, defaults: Mapping[str, object], run: Any, parameters: int,
-               heldout: tuple[float, float] | None, command: str, device_note: str) -> str:  # fmt: skip
+def model_card(size: Any, settings: Any, run: Any, parameters: int, heldout: tuple[float, float] | None,
+               command: str, device_note: str) -> str:  # fmt: skip
     """The checkpoint's README.md; the eval script fills the section between the results markers.
 
-    ``size`` and ``settings`` are the run's ``ModelSize`` and ``TrainSettings`` (dataclasses), ``defaults``
-    their default values by field name (a setting that differs is named in the reproduce command), ``run``
-    the finished ``RunState``.
+    ``size`` and ``settings`` are the run's ``ModelSize`` and ``TrainSettings`` (dataclasses with defaults;
+    a setting that differs from its default is named in the reproduce command), ``run`` the finished
+    ``RunState``.
 
     A warm-started run (``settings.init_from``) says so, and its reproduce block lists the starting
     checkpoint's own commands (read from that checkpoint's card) before this run's, which names every
@@ -45,6 +44,7 @@ def model_card(size: Any, settings: Any, defaults: Mapping[str, object], run: An
     held = "n/a" if heldout is None else f"{heldout[0]:.3f} (all canvas positions), {heldout[1]:.3f} (response positions)"
     size_rows = "\n".join(f"| `{k}` | {v} |" for k, v in asdict(size).items())
     setting_rows = "\n".join(f"| `{k}` | {v} |" for k, v in asdict(settings).items())
+    defaults = {**asdict(type(size)()), **asdict(type(settings)())}
     changed = {**asdict(size), **asdict(settings)}
     flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in changed.items()
                      if k not in ("seed", "sc_temperature", "min_lr_ratio") and v != defaults[k])  # fmt: skip

@@ -43,7 +43,7 @@ from diffgemma_adapters.formats import SCHEMA_INSTRUCTION, declare_tools, schema
 
 import demo_eval_sets  # noqa: F401  (importing it reserves the hand-written evaluation values)
 import demo_values
-from demo_example import DAYS, Example, spoken, stable_unit
+from demo_example import DAYS, Example, pydantic_schema, spoken, stable_unit
 from demo_invented import invented_record_example
 from demo_rag import FRAMEWORK_PROMPTS_ENV, export_framework_prompts, rag_example
 from demo_tools import tool_answer_example, tool_call_example
@@ -391,13 +391,9 @@ def _pydantic_style(title: str, fields: Sequence[tuple[str, str]], rng: random.R
     """A schema as pydantic writes one (``Model.model_json_schema()``): titles on the object and fields, and
     sometimes descriptions (a docstring, ``Field(description=...)``)."""
     described = rng is not None and rng.random() < 0.4
-    properties = {}
-    for key, kind in fields:
-        words = key.replace("_", " ")
-        text = {"description": f"the {words} of the {title.lower()}"} if described else {}
-        properties[key] = {**text, "title": words.title(), "type": kind}
-    head = {"description": f"A {title.lower()} record."} if described else {}
-    return {**head, "properties": properties, "required": [key for key, _ in fields], "title": title, "type": "object"}
+    described_fields = [(key, kind, f"the {key.replace('_', ' ')} of the {title.lower()}" if described else "")
+                        for key, kind in fields]  # fmt: skip
+    return pydantic_schema(title, described_fields, f"A {title.lower()} record." if described else "")
 
 
 def _plain_style(fields: Sequence[tuple[str, str]], title: str = "") -> dict:

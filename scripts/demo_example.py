@@ -1,10 +1,12 @@
 """The demo corpus's shared pieces: the :class:`Example` every family produces, and small helpers the
-families share (a salt-free hash to a unit number, how a JSON value is said in a request)."""
+families share (a salt-free hash to a unit number, how a JSON value is said in a request, a schema in the
+form pydantic writes one)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
@@ -41,3 +43,13 @@ def spoken(value: object) -> str:
     if value is True or value is False:
         return "true" if value else "false"
     return str(value)
+
+
+def pydantic_schema(title: str, fields: Sequence[tuple[str, str, str]], doc: str = "") -> dict:
+    """A schema as pydantic writes ``Model.model_json_schema()``: the docstring (if any) as ``description``,
+    titles on the object and on the fields, and each field's ``description`` where it has one;
+    ``fields`` are (key, JSON type, description or "")."""
+    properties = {key: {**({"description": text} if text else {}), "title": key.replace("_", " ").title(), "type": kind}
+                  for key, kind, text in fields}  # fmt: skip
+    head = {"description": doc} if doc else {}
+    return {**head, "properties": properties, "required": [key for key, _, _ in fields], "title": title, "type": "object"}

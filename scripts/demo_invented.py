@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import demo_values
-from demo_example import Example
+from demo_example import Example, pydantic_schema
 
 TOPICS = ("cats", "dogs", "ferries", "coffee", "trains", "the sea", "bicycles", "winter", "pizza", "robots",
           "libraries", "gardens", "clocks", "umbrellas", "mountains", "penguins", "bakeries", "rain", "tea",
@@ -96,10 +96,7 @@ def _schema(rng: random.Random, record: OpenRecord) -> dict:
     """The record's schema as pydantic writes a model's (titles on the fields) or as LangChain converts a
     TypedDict or a plain model (``title`` and ``description`` first, no field titles)."""
     if rng.random() < 0.5:
-        properties = {f.key: {"description": f.description, "title": f.key.replace("_", " ").title(), "type": f.kind}
-                      for f in record.fields}  # fmt: skip
-        return {"description": record.doc, "properties": properties, "required": [f.key for f in record.fields],
-                "title": record.title, "type": "object"}  # fmt: skip
+        return pydantic_schema(record.title, [(f.key, f.kind, f.description) for f in record.fields], record.doc)
     properties = {f.key: {"description": f.description, "type": f.kind} for f in record.fields}
     return {"title": record.title, "description": record.doc, "type": "object", "properties": properties,
             "required": [f.key for f in record.fields]}  # fmt: skip

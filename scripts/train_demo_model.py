@@ -616,8 +616,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         machine = f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}, TF32, {args.data_workers} data workers"
     else:
         machine = f"{device.type}, torch {torch.__version__}, {torch.get_num_threads()} threads"
-    defaults = {**asdict(ModelSize()), **asdict(TrainSettings())}
-    card = model_card(size, settings, defaults, run, parameters, held, command, machine)
+    card = model_card(size, settings, run, parameters, held, command, machine)
     export_checkpoint(args.out, model.to("cpu"), tokenizer, card)
     (args.work_dir / "train_log.json").write_text(json.dumps(run.log, indent=1) + "\n", encoding="utf-8")
     weights = args.out / "model.safetensors"

@@ -300,22 +300,17 @@ def test_generated_names_have_many_shapes():
 
 def test_every_tool_call_target_parses_to_the_generated_call(monkeypatch):
     generated: list[tuple[str, dict]] = []
-    original = demo_tools.tool_args
 
-    def recording(rng, spec):
-        args = original(rng, spec)
-        generated.append((spec.name, json.loads(json.dumps(args))))  # a copy, as the example was written
-        return args
+    def recording(draw):  # made-up tools and everyday ones draw their arguments apart
+        def draw_and_record(rng, tool):
+            args = draw(rng, tool)
+            generated.append((tool.name, json.loads(json.dumps(args))))  # a copy, as the example was written
+            return args
 
-    original_everyday = demo_catalogue.draw_args
+        return draw_and_record
 
-    def recording_everyday(rng, tool):
-        args = original_everyday(rng, tool)
-        generated.append((tool.name, json.loads(json.dumps(args))))
-        return args
-
-    monkeypatch.setattr(demo_tools, "tool_args", recording)
-    monkeypatch.setattr(demo_catalogue, "draw_args", recording_everyday)
+    monkeypatch.setattr(demo_tools, "tool_args", recording(demo_tools.tool_args))
+    monkeypatch.setattr(demo_catalogue, "draw_args", recording(demo_catalogue.draw_args))
     examples = demo_data.TrainingStream(seed=31).take(1500, family="tool_call")
     examples += demo_data.heldout_examples("tool", 100)
     assert len(generated) == len(examples)
