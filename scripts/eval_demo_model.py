@@ -63,6 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import demo_batches  # noqa: E402
 import demo_contamination  # noqa: E402
 import demo_data  # noqa: E402
+import demo_json  # noqa: E402
 import demo_rag  # noqa: E402
 from demo_card import RESULTS_BEGIN, RESULTS_END  # noqa: E402
 import demo_eval_sets as sets  # noqa: E402  (before any generation: it reserves its values)
@@ -206,7 +207,7 @@ RECORD_SCHEMA: dict = {
     "required": ["name", "age", "city"],
     "additionalProperties": False,
 }
-"""The person schema of the evaluation: any name and city (``demo_data.PERSON_SCHEMA`` pins both to the old corpus)."""
+"""The person schema of the evaluation: any name and city (``demo_json.PERSON_SCHEMA`` pins both to the old corpus)."""
 
 
 def normalise_span(text: str) -> str:
@@ -254,7 +255,7 @@ def people_examples(phrasings: Sequence[str], count: int) -> list[demo_data.Exam
     for index in range(min(count, len(sets.PEOPLE))):
         name, city = sets.PEOPLE[index]
         age = random.Random(f"people:{index}").randint(18, 90)
-        record = demo_data.person_record(name, age, city)
+        record = demo_json.person_record(name, age, city)
         prompt = phrasings[index % len(phrasings)].format(name=name, age=age, city=city)
         examples.append(demo_data.Example(demo_data.JSON, "person", prompt, record, (record,)))
     return examples
@@ -450,7 +451,7 @@ def _json_score(example: demo_data.Example, text: str) -> dict[str, bool]:
 def json_sets(count: int) -> list[tuple[str, list[demo_data.Example]]]:
     return [
         ("generator held-out", demo_data.heldout_examples(demo_data.JSON, count)),
-        ("hand-written PEOPLE, training phrasings", people_examples(demo_data.JSON_TEMPLATES_CITY, count)),
+        ("hand-written PEOPLE, training phrasings", people_examples(demo_json.JSON_TEMPLATES_CITY, count)),
         ("hand-written PEOPLE, own phrasings", people_examples(sets.PERSON_PHRASINGS, count)),
     ]
 
@@ -554,7 +555,7 @@ STEP_CAPS = (1, 2, 4, None)
 def measure_curve(ev: Evaluator, count: int, caps: Sequence[int | None] = STEP_CAPS) -> list[CurveRow]:
     """Denoising-step cap vs validity vs time, on the hand-written sets, with and without validators."""
     rows = []
-    people = people_examples(demo_data.JSON_TEMPLATES_CITY, count)
+    people = people_examples(demo_json.JSON_TEMPLATES_CITY, count)
     tools = handwritten_tool_examples(count, answer=False)
     rag = handwritten_rag_examples(count)
     for cap in caps:

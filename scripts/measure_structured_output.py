@@ -3,7 +3,7 @@
 ``chat.completions.parse(response_format=Person)`` against ``diffgemma serve`` (in this process, on loopback).
 
 Two prompt sets of 40 each: ``heldout`` draws the demo corpus's held-out names through its own generator
-(``scripts/demo_data.py``); ``handwritten`` is ``demo_eval_sets.PEOPLE``, a list written by hand, with ordinary
+(``scripts/demo_json.py``); ``handwritten`` is ``demo_eval_sets.PEOPLE``, a list written by hand, with ordinary
 names and cities from many countries (accented, hyphenated, several words) in one sentence pattern, unrelated to
 the training generator.
 
@@ -28,7 +28,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import demo_data  # noqa: E402  (scripts/demo_data.py: the demo corpus and its held-out names)
+import demo_json  # noqa: E402  (scripts/demo_json.py: the corpus's person records and held-out names)
 import demo_eval_sets  # noqa: E402  (scripts/demo_eval_sets.py: the hand-written PEOPLE)
 
 
@@ -40,7 +40,7 @@ class Person(BaseModel):
 
 def heldout_prompts(count: int, seed: int) -> list[tuple[str, dict]]:
     rng = random.Random(seed)
-    examples = [demo_data._person_example(rng, demo_data.HELDOUT_NAMES) for _ in range(count)]
+    examples = [demo_json._person_example(rng, demo_json.HELDOUT_NAMES) for _ in range(count)]
     return [(example.prompt, json.loads(example.answer)) for example in examples]
 
 

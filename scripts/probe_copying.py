@@ -25,6 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import demo_data  # noqa: E402
+import demo_json  # noqa: E402
 import demo_batches  # noqa: E402
 import train_demo_model as training  # noqa: E402
 
@@ -52,7 +53,7 @@ def probe(model_dir: Path, names: str = "validation", count: int = 48, seed: int
     else:
         records = demo_data.heldout_examples(demo_data.JSON, count)
     rng = random.Random(seed)
-    repeats = [demo_data._repeat_example(rng, demo_data._generated_name(rng, "validation")) for _ in range(count)]
+    repeats = [demo_data._repeat_example(rng, demo_json._generated_name(rng, "validation")) for _ in range(count)]
     generator = torch.Generator().manual_seed(seed)
     scores: dict[str, dict[float, float]] = {slot: {} for slot in (*FIELDS, "repeat")}
     for examples, slots in ((records, FIELDS), (repeats, ("repeat",))):

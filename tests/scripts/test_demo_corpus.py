@@ -27,7 +27,6 @@ sys.path.insert(0, str(TESTS / "adapters"))
 import demo_data  # noqa: E402
 import demo_eval_sets  # noqa: E402  (reserves the hand-written values, as the eval does)
 import demo_example  # noqa: E402
-import demo_invented  # noqa: E402
 import demo_rag  # noqa: E402
 import demo_catalogue  # noqa: E402
 import demo_tools  # noqa: E402

@@ -20,6 +20,7 @@ SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
 import demo_data  # noqa: E402
+import demo_json  # noqa: E402
 import demo_example  # noqa: E402
 import eval_demo_model as evaluation  # noqa: E402
 import demo_batches  # noqa: E402
@@ -95,7 +96,7 @@ def test_heldout_prompts_never_occur_in_training():
     others = [e for task in ("tool", "tool_answer", "rag") for e in demo_data.heldout_examples(task, 100)]
     assert not sampled_prompts & {example.prompt for example in heldout + others}
     # held-out names appear nowhere in training, prompts or answers
-    held_names = set(demo_data.HELDOUT_NAMES)
+    held_names = set(demo_json.HELDOUT_NAMES)
     for example in sample:
         assert not held_names & set(demo_data.WORD_PATTERN.findall(example.prompt + " " + example.answer))
     assert all(example.task == demo_data.JSON for example in heldout[100:])
@@ -111,7 +112,7 @@ def test_person_names_are_generated_and_validation_is_seeded_and_apart():
     names = [_person_name(example) for example in sample if example.kind == "person"]
     assert len(names) > 1000
     assert len(set(names)) > 0.9 * len(names)  # a generated name is almost never seen twice
-    assert not set(names) & set(demo_data.HELDOUT_NAMES)
+    assert not set(names) & set(demo_json.HELDOUT_NAMES)
     validation = demo_data.validation_examples(64)
     assert [e.prompt for e in demo_data.validation_examples(64)] == [e.prompt for e in validation]  # seeded
     assert {e.task for e in validation} == {demo_data.JSON, "tool", "rag"}
@@ -121,7 +122,7 @@ def test_person_names_are_generated_and_validation_is_seeded_and_apart():
     assert not {e.prompt for e in validation} & (training_prompts | heldout_prompts)
     for example in validation:
         if example.kind == "person":
-            assert _person_name(example) not in demo_data.HELDOUT_NAMES
+            assert _person_name(example) not in demo_json.HELDOUT_NAMES
 
 
 def test_every_heldout_short_prompt_asks_a_trained_fact():
@@ -141,7 +142,7 @@ def test_json_answers_copy_the_prompt_unless_the_model_fills_them_in():
         if example.kind == "person":
             assert record["name"] in example.prompt and str(record["age"]) in example.prompt
             if record["city"] not in example.prompt:  # a prompt that names no city: any open city is right
-                assert {json.loads(a)["city"] for a in example.answers} == set(demo_data.OPEN_CITIES)
+                assert {json.loads(a)["city"] for a in example.answers} == set(demo_json.OPEN_CITIES)
         else:  # a record of generated keys: every value is said in the prompt
             for value in record.values():
                 assert demo_example.spoken(value) in example.prompt, (value, example.prompt)
@@ -155,7 +156,7 @@ def test_short_answers_are_sentences_of_lexicon_words():
             assert example.answer.endswith(".") and example.answer in example.answers
             if example.kind == demo_data.REPEAT:  # a generated name (of any shape), copied from the prompt
                 assert example.answer[:-1] in example.prompt
-                assert example.answer[:-1] not in demo_data.HELDOUT_NAMES
+                assert example.answer[:-1] not in demo_json.HELDOUT_NAMES
             else:
                 assert all(word in lexicon for word in demo_data.words(example.answer))
 
@@ -392,7 +393,7 @@ def test_real_word_fraction_counts_words_in_the_lexicon():
 
 
 def test_json_validity_and_schema_validity():
-    schema = demo_data.PERSON_SCHEMA
+    schema = demo_json.PERSON_SCHEMA
     good = ' {"name": "Igor", "age": 35, "city": "Oslo"}\n'
     assert evaluation.is_valid_json(good) and evaluation.is_schema_valid(good, schema)
     assert evaluation.is_valid_json('{"name": "Igor", "age": 35}')
@@ -407,7 +408,7 @@ def test_exact_answer_compares_text_and_parsed_records():
     short = demo_data.Example(demo_data.SHORT, "arithmetic", "What is three plus four?", "Seven.", ("Seven.",))
     assert evaluation.is_exact_answer(short, " seven. ")
     assert not evaluation.is_exact_answer(short, "Eight.")
-    record = demo_data.person_record("Igor", 35, "Oslo")
+    record = demo_json.person_record("Igor", 35, "Oslo")
     person = demo_data.Example(demo_data.JSON, "person", "…", record, (record,))
     assert evaluation.is_exact_answer(person, '{"city":"Oslo","name":"Igor","age":35}')
     assert not evaluation.is_exact_answer(person, '{"name": "Igor", "age": 36, "city": "Oslo"}')
