@@ -7,6 +7,10 @@ These teach a model that otherwise only copies to answer a structured-output req
 in the prompt (LangChain's ``with_structured_output`` examples and its standard tests ask for a joke) with a
 record of the requested shape rather than with nothing. The texts are templates: valid, on topic, not
 witty.
+
+LangChain's standard structured-output tests ask "Tell me a joke about cats." with a ``Joke`` schema of their
+own wording; neither the topic nor that wording is drawn here (a test checks it), so those tests measure a
+request the model has not seen.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from dataclasses import dataclass
 import demo_values
 from demo_example import Example, pydantic_schema
 
-TOPICS = ("cats", "dogs", "ferries", "coffee", "trains", "the sea", "bicycles", "winter", "pizza", "robots",
+TOPICS = ("dogs", "ferries", "coffee", "trains", "the sea", "bicycles", "winter", "pizza", "robots",
           "libraries", "gardens", "clocks", "umbrellas", "mountains", "penguins", "bakeries", "rain", "tea",
           "the moon", "football", "owls", "pirates", "spreadsheets", "dentists", "cheese", "kites", "buses")  # fmt: skip
 
@@ -43,10 +47,10 @@ class OpenRecord:
 
 
 RECORDS = (
-    OpenRecord("Joke", "Joke to tell user.", (
-        Field("setup", "string", "question to set up a joke", ("Why did the {t} cross the road?",
+    OpenRecord("Joke", "A joke for the user.", (
+        Field("setup", "string", "the line that sets the joke up", ("Why did the {t} cross the road?",
               "What do you call {t} that sing?", "Why are {t} never late?", "What did the {t} say to the baker?")),
-        Field("punchline", "string", "answer to resolve the joke", ("To get to the other side.",
+        Field("punchline", "string", "the line that answers it", ("To get to the other side.",
               "A choir of {t}!", "They always plan ahead.", "Nothing, it just smiled.", "Because of {t}, of course."))),
         ("Tell me a joke about {t}.", "Make me laugh with a joke about {t}.", "A joke about {t}, please.",
          "Do you know a joke about {t}?")),

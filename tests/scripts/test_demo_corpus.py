@@ -430,21 +430,31 @@ def test_invented_records_use_the_schema_forms_langchain_sends_and_copy_nothing_
     from langchain_core.utils.function_calling import convert_to_json_schema
     from typing_extensions import TypedDict
 
-    class Joke(TypedDict):
-        """Joke to tell user."""
+    class Riddle(TypedDict):
+        """A riddle and its answer."""
 
-        setup: Annotated[str, ..., "question to set up a joke"]
-        punchline: Annotated[str, ..., "answer to resolve the joke"]
+        question: Annotated[str, ..., "the riddle"]
+        answer: Annotated[str, ..., "the solution"]
 
     examples = [e for e in demo_data.TrainingStream(seed=52).take(3000, family="json") if e.kind == "invented"]
     schemas = [_system_schema(e) for e in examples]
-    langchain = {**convert_to_json_schema(Joke), "title": "Joke"}
+    langchain = {**convert_to_json_schema(Riddle), "title": "Riddle"}
     assert langchain in schemas  # the TypedDict form, key for key and in LangChain's order
     assert any(list(s) == ["description", "properties", "required", "title", "type"] for s in schemas)  # pydantic's
     for example in examples:
         record = json.loads(example.answer)
         topic = example.prompt.removesuffix(", please.").rstrip(".?").split()[-1]  # every request ends on it
         assert any(topic.lower() in str(value).lower() for value in record.values()), (example.prompt, record)
+
+
+def test_invented_records_never_draw_langchains_standard_joke_request():
+    """LangChain's standard suite asks "Tell me a joke about cats." with its own Joke wording: unseen here."""
+    examples = [e for e in demo_data.TrainingStream(seed=53).take(4000, family="json") if e.kind == "invented"]
+    assert len(examples) > 200
+    assert any(_system_schema(e).get("title") == "Joke" for e in examples)
+    for example in examples:
+        assert "cats" not in example.prompt.lower().split(), example.prompt
+        assert "set up a joke" not in example.system and "Joke to tell user" not in example.system
 
 
 def test_long_examples_fill_the_prompt_room_with_the_demo_tokenizer(demo_engine):
