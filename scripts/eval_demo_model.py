@@ -65,7 +65,7 @@ import demo_contamination  # noqa: E402
 import demo_data  # noqa: E402
 import demo_json  # noqa: E402
 import demo_rag  # noqa: E402
-from demo_card import RESULTS_BEGIN, RESULTS_END  # noqa: E402
+from demo_report import CurveRow, LossRow, ScoreRow, markdown_report, pct, write_results  # noqa: E402
 import demo_eval_sets as sets  # noqa: E402  (before any generation: it reserves its values)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -153,17 +153,6 @@ def mean(values: Sequence[float]) -> float:
 
 
 # -- measurement ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LossRow:
-    label: str
-    model_t1: float
-    model_t1_response: float
-    model_avg: float
-    model_avg_response: float
-    unigram: float
-    unigram_response: float
 
 
 def measure_losses(engine: Any, examples: Sequence[demo_data.Example], label: str, train_counts: tuple[Counter[int], Counter[int]],
@@ -332,21 +321,6 @@ def run_all(submitters: Sequence[Any]) -> tuple[list[Any], float]:
         except (DiffGemmaError, ValueError) as error:
             results.append(error)
     return results, time.monotonic() - started
-
-
-@dataclass(frozen=True)
-class ScoreRow:
-    """One evaluation set under one setting: each score is the fraction of requests that met it."""
-
-    task: str
-    source: str
-    setting: str
-    count: int
-    scores: tuple[tuple[str, float], ...]
-    denoising_steps: float
-    extra_steps: float
-    seconds: float
-    samples: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -537,18 +511,6 @@ def measure_long(ev: Evaluator, count: int, min_tokens: int, eos_ids: Sequence[i
     return [scored_row("long RAG prompts", source, "none", examples, results, seconds, score, eos_ids)], lengths
 
 
-@dataclass(frozen=True)
-class CurveRow:
-    task: str
-    cap: str
-    validators: str
-    count: int
-    valid: float | None
-    exact: float
-    denoising_steps: float
-    seconds: float
-
-
 STEP_CAPS = (1, 2, 4, None)
 
 
@@ -584,86 +546,6 @@ def measure_curve(ev: Evaluator, count: int, caps: Sequence[int | None] = STEP_C
 
 def _steps(results: Sequence[Any]) -> float:
     return mean([float(r.stats.denoising_steps) for r in results if not isinstance(r, Exception)])
-
-
-# -- report -----------------------------------------------------------------------------------------
-
-
-def _pct(value: float | None) -> str:
-    return "—" if value is None or math.isnan(value) else f"{100 * value:.0f} %"
-
-
-def _num(value: float) -> str:
-    return "—" if math.isnan(value) else f"{value:.1f}"
-
-
-def _score_tables(rows: Sequence[ScoreRow]) -> list[str]:
-    lines: list[str] = []
-    for task in dict.fromkeys(row.task for row in rows):
-        group = [row for row in rows if row.task == task]
-        columns = list(dict.fromkeys(column for row in group for column, _ in row.scores))
-        lines += ["", f"{task}:", "",
-                  "| set | validators | n | " + " | ".join(columns) + " | denoising steps / answer | wall time |",
-                  "|---|---|---|" + "---|" * len(columns) + "---|---|"]  # fmt: skip
-        for row in group:
-            scores = dict(row.scores)
-            cells = " | ".join(_pct(scores.get(column)) for column in columns)
-            lines.append(f"| {row.source} | {row.setting} | {row.count} | {cells} | {_num(row.denoising_steps)} | {row.seconds:.0f} s |")
-    return lines
-
-
-def markdown_report(losses: Sequence[LossRow], rows: Sequence[ScoreRow], curve: Sequence[CurveRow],
-                    meta: Mapping[str, Any]) -> str:  # fmt: skip
-    lines = [
-        f"Measured by `{' '.join(['python scripts/eval_demo_model.py', *meta['arguments']])}` on `{meta['model_name']}` ({meta['device']}; "
-        f"up to {meta['count']} prompts per set, rendered as the adapters render them, one seed per prompt (its index), "
-        f"sampler defaults from `generation_config.json`, max_new_tokens {meta['max_new_tokens']}, every request of a set "
-        f"submitted at once). Generator sets come from `scripts/demo_data.py`'s held-out split; hand-written sets from "
-        f"`scripts/demo_eval_sets.py`, a separate source whose values the generator never draws.",
-    ]
-    if losses:
-        lines += [
-            "", "Held-out canvas-denoising loss (nats per position; lower is better; no self-conditioning):", "",
-            "| Task | model, t = 1 (canvas) | model, t = 1 (response) | model, mean t (canvas) | model, mean t (response) "
-            "| unigram (canvas) | unigram (response) |",
-            "|---|---|---|---|---|---|---|",
-        ]  # fmt: skip
-        for row in losses:
-            lines.append(f"| {row.label} | {row.model_t1:.3f} | {row.model_t1_response:.3f} | {row.model_avg:.3f} | "
-                         f"{row.model_avg_response:.3f} | {row.unigram:.3f} | {row.unigram_response:.3f} |")  # fmt: skip
-    lines += _score_tables(rows)
-    if meta.get("long_lengths"):
-        lengths = sorted(meta["long_lengths"])
-        lines += ["", f"Long prompts: {len(lengths)} prompts of {lengths[0]}–{lengths[-1]} tokens (median "
-                      f"{lengths[len(lengths) // 2]}); prompt room of the checkpoint: {meta['context_length']} tokens "
-                      f"(prompt plus response)."]  # fmt: skip
-    if curve:
-        lines += [
-            "", "Denoising steps vs validity vs time (hand-written sets; cap = `max_denoising_steps` per canvas; tool calls "
-            "forced as `tool_choice=<tool>` forces them; valid = schema-valid JSON / every call parses and names an "
-            "offered tool):", "",
-            "| task | step cap | validators | n | valid | exact | denoising steps / answer | wall time |",
-            "|---|---|---|---|---|---|---|---|",
-        ]  # fmt: skip
-        for row in curve:
-            lines.append(f"| {row.task} | {row.cap} | {row.validators} | {row.count} | {_pct(row.valid)} | {_pct(row.exact)} "
-                         f"| {_num(row.denoising_steps)} | {row.seconds:.0f} s |")  # fmt: skip
-    return "\n".join(lines)
-
-
-def replace_between_markers(text: str, body: str) -> str:
-    """Replace what lies between the results markers in ``text`` with ``body`` (markers kept)."""
-    start, end = text.find(RESULTS_BEGIN), text.find(RESULTS_END)
-    if start < 0 or end < start:
-        raise ValueError(f"the results markers {RESULTS_BEGIN} … {RESULTS_END} are missing")
-    return text[: start + len(RESULTS_BEGIN)] + "\n" + body.strip() + "\n" + text[end:]
-
-
-def write_results(paths: Iterable[Path], body: str) -> None:
-    for path in paths:
-        if path.is_file():
-            path.write_text(replace_between_markers(path.read_text(encoding="utf-8"), body), encoding="utf-8")
-            print(f"wrote the results into {path}")
 
 
 TASKS = ("loss", "short", "json", "tool", "tool_answer", "rag", "long", "curve")
@@ -769,7 +651,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _print_progress(row: ScoreRow) -> None:
-    scores = ", ".join(f"{column} {_pct(value)}" for column, value in row.scores)
+    scores = ", ".join(f"{column} {pct(value)}" for column, value in row.scores)
     print(f"[{row.task} / {row.source} / {row.setting}] {scores}; {row.seconds:.0f} s", file=sys.stderr, flush=True)
 
 

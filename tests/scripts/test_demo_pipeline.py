@@ -22,6 +22,7 @@ sys.path.insert(0, str(SCRIPTS))
 import demo_data  # noqa: E402
 import demo_json  # noqa: E402
 import demo_example  # noqa: E402
+import demo_report  # noqa: E402
 import eval_demo_model as evaluation  # noqa: E402
 import demo_batches  # noqa: E402
 import demo_contamination  # noqa: E402
@@ -310,7 +311,7 @@ def test_exported_checkpoint_loads_through_its_directory(exported):
     assert generation["eos_token_id"] == [1, 106, 50]
     assert generation["sampler_config"]["entropy_bound"] == 0.1
     card = (exported / "README.md").read_text()
-    assert evaluation.RESULTS_BEGIN in card and evaluation.RESULTS_END in card
+    assert demo_report.RESULTS_BEGIN in card and demo_report.RESULTS_END in card
     engine = Engine(model=str(exported))
     try:
         assert engine.canvas_length == TINY.canvas_length
@@ -429,8 +430,8 @@ def test_unigram_cross_entropy_by_hand():
 
 
 def test_results_are_written_between_the_markers():
-    text = f"# Card\n\n{evaluation.RESULTS_BEGIN}\nold\n{evaluation.RESULTS_END}\n\nrest\n"
-    updated = evaluation.replace_between_markers(text, "| new | table |\n")
-    assert updated == f"# Card\n\n{evaluation.RESULTS_BEGIN}\n| new | table |\n{evaluation.RESULTS_END}\n\nrest\n"
+    text = f"# Card\n\n{demo_report.RESULTS_BEGIN}\nold\n{demo_report.RESULTS_END}\n\nrest\n"
+    updated = demo_report.replace_between_markers(text, "| new | table |\n")
+    assert updated == f"# Card\n\n{demo_report.RESULTS_BEGIN}\n| new | table |\n{demo_report.RESULTS_END}\n\nrest\n"
     with pytest.raises(ValueError):
-        evaluation.replace_between_markers("no markers", "x")
+        demo_report.replace_between_markers("no markers", "x")
