@@ -208,6 +208,11 @@ class RemoteEngine:
         return self._context_length
 
     @property
+    def sampler_defaults(self) -> None:
+        """``None``: an OpenAI-compatible server does not publish its checkpoint's sampler defaults."""
+        return None
+
+    @property
     def is_alive(self) -> bool:
         return not self._transport.closed
 

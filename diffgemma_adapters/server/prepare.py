@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from diffgemma_engine import RequestStream
+from diffgemma_engine.api.client import EngineClient
 
 from ..request import PreparedRequest, prepare_request
 from ..settings import SAMPLING_OPTIONS, TOLERATED_OPTIONS, GenerationSettings
@@ -78,7 +79,7 @@ def renames(parsed: Any, chat: bool) -> dict[str, str]:
     return rename
 
 
-def call_from_request(parsed: Any, chat: bool, limits: ServerLimits, metrics: ServerMetrics, engine: Any) -> Call:
+def call_from_request(parsed: Any, chat: bool, limits: ServerLimits, metrics: ServerMetrics, engine: EngineClient) -> Call:
     options: dict[str, Any] = {}
     direct: dict[str, Any] = {}
     for name in requests.ENGINE_FIELDS:
@@ -121,9 +122,9 @@ def call_from_request(parsed: Any, chat: bool, limits: ServerLimits, metrics: Se
 
 
 def _apply_limits(options: dict[str, Any], tokens_field: str, limits: ServerLimits, metrics: ServerMetrics,
-                  engine: Any) -> dict[str, int]:
+                  engine: EngineClient) -> dict[str, int]:
     """Refuse values over a cap; returns the caps to apply when the request leaves the value to the model."""
-    defaults = getattr(getattr(engine, "loaded", None), "defaults", None)
+    defaults = engine.sampler_defaults
     caps = {}
     for option, param, cap, default_name in (
         ("max_denoising_steps", "max_denoising_steps", limits.max_denoising_steps, "max_denoising_steps"),
@@ -136,7 +137,7 @@ def _apply_limits(options: dict[str, Any], tokens_field: str, limits: ServerLimi
             metrics.refused.labels(option).inc()
             raise invalid(f"{param}: {value} is over this server's limit of {cap}", param=param,
                                code="over_server_limit")
-        default = getattr(defaults, default_name, None)
+        default = None if defaults is None else getattr(defaults, default_name)
         if value is None and (default is None or default > cap):
             caps[option] = cap
     return caps

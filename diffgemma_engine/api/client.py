@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from diffgemma_engine.api.params import SamplingParams
+from diffgemma_engine.api.params import SamplerDefaults, SamplingParams
 from diffgemma_engine.api.stats import EngineStats, PrefixCacheStats
 from diffgemma_engine.api.stream import RequestStream
 
@@ -42,6 +42,12 @@ class EngineClient(Protocol):
     @property
     def max_running(self) -> int:
         """Requests denoised together at most."""
+        ...
+
+    @property
+    def sampler_defaults(self) -> SamplerDefaults | None:
+        """The checkpoint's sampler defaults (its ``generation_config.json``), which a request's unset fields
+        take; ``None`` when the engine cannot know them (a remote server does not publish them)."""
         ...
 
     @property

@@ -42,7 +42,7 @@ from diffgemma_engine.api.errors import (
 from diffgemma_engine.model.loader import load_model
 from diffgemma_engine.loop.model_runner import ModelRunner
 from diffgemma_engine.api.outputs import Event, FinalEvent, GenerationResult
-from diffgemma_engine.api.params import SamplingParams, fit_context_window
+from diffgemma_engine.api.params import SamplerDefaults, SamplingParams, fit_context_window
 from diffgemma_engine.model.placement import plan_placement
 from diffgemma_engine.api.stats import EngineStats, PrefixCacheStats
 from diffgemma_engine.loop.prefix_cache import PrefixCache
@@ -120,6 +120,10 @@ class Engine:
     @property
     def context_length(self) -> int:
         return self.loaded.context_length
+
+    @property
+    def sampler_defaults(self) -> SamplerDefaults:
+        return self.loaded.defaults
 
     def prefix_cache_stats(self) -> PrefixCacheStats:
         """Cumulative prompt tokens served from the prefix cache vs computed, and the cache's size now."""

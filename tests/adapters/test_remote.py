@@ -443,6 +443,7 @@ def test_a_per_call_model_goes_to_the_same_server(over_http):
 
 def test_a_remote_engine_is_an_engine_client_counting_its_requests_in_flight(remote):
     assert isinstance(remote, EngineClient)
+    assert remote.sampler_defaults is None  # a server does not publish its checkpoint's sampler defaults
     assert remote.stats() == EngineStats(running=0, waiting=0, max_running=remote.max_running)
     stream = remote.submit(messages=LONG_CHAT, params=SLOW)
     assert remote.stats().running == 1  # counted from submit until its driver ends

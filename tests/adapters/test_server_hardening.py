@@ -486,3 +486,13 @@ def test_a_body_that_does_not_arrive_in_time_is_a_408(shared_engine):
         head, _, body = reply.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 408")
         assert json.loads(body)["error"]["code"] == "body_timeout"
+
+
+def test_a_token_cap_applies_when_the_request_leaves_max_tokens_to_a_larger_checkpoint_default(shared_engine):
+    assert shared_engine.sampler_defaults.max_new_tokens > 3  # the checkpoint's own default is over the cap
+    app = create_app(shared_engine, max_new_tokens=3)
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        capped = client.post("/v1/completions", json={"model": "tiny-random", "prompt": "hello", "seed": 0})
+        over = client.post("/v1/completions", json={"model": "tiny-random", "prompt": "hello", "max_tokens": 4})
+    assert capped.status_code == 200 and capped.json()["usage"]["completion_tokens"] <= 3
+    assert over.status_code == 400 and over.json()["error"]["code"] == "over_server_limit"

@@ -18,6 +18,7 @@ def test_the_in_process_engine_is_an_engine_client_and_reports_its_load():
         assert (after.running, after.waiting) == (0, 0)
         assert after.prefix_cache.lookups == idle.prefix_cache.lookups + 1
         assert engine.for_model(engine.model_name) is engine
+        assert engine.sampler_defaults == engine.loaded.defaults  # the checkpoint's generation_config
 
 
 def test_engine_stats_is_a_frozen_value():
