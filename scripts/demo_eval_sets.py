@@ -308,6 +308,89 @@ RAG_FRAME = "Use the documents below to answer the question.\n\n{context}\n\nQue
 """A plain retrieval prompt written for this set (the other half of the set uses LlamaIndex's own)."""
 
 
+# -- records the model fills in itself --------------------------------------------------------------
+
+
+def _record(title: str, doc: str, fields: tuple[tuple[str, str, str], ...], pydantic_form: bool) -> dict:
+    """A record schema as pydantic's ``model_json_schema()`` writes a model (titled fields, ``title`` last)
+    or as LangChain converts a TypedDict (``title`` and ``description`` first, no field titles)."""
+    if pydantic_form:
+        properties = {key: {"description": text, "title": key.replace("_", " ").title(), "type": kind}
+                      for key, kind, text in fields}  # fmt: skip
+        return {"description": doc, "properties": properties, "required": [key for key, _, _ in fields],
+                "title": title, "type": "object"}  # fmt: skip
+    properties = {key: {"description": text, "type": kind} for key, kind, text in fields}
+    return {"title": title, "description": doc, "type": "object", "properties": properties,
+            "required": [key for key, _, _ in fields]}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class OpenCase:
+    """A structured-output request whose values are not in the prompt, and the schema it comes with."""
+
+    request: str
+    schema: dict
+
+
+_JOKE = ("Joke", "Joke to tell user.", (("setup", "string", "question to set up a joke"),
+                                        ("punchline", "string", "answer to resolve the joke")))  # fmt: skip
+
+OPEN_CASES = (
+    OpenCase("Tell me a joke about cats.", _record(*_JOKE, pydantic_form=True)),  # LangChain's standard test
+    OpenCase("Tell me a joke about cats.", _record(*_JOKE, pydantic_form=False)),
+    OpenCase("Recommend a film for a rainy evening.", _record("Movie", "A film recommendation.", (
+        ("title", "string", "the film's title"), ("year", "integer", "year of release"),
+        ("genre", "string", "its genre")), True)),
+    OpenCase("Invent a cocktail with lime.", _record("Cocktail", "A cocktail recipe.", (
+        ("name", "string", "name of the drink"), ("ingredients", "string", "what goes in it"),
+        ("alcoholic", "boolean", "whether it contains alcohol")), False)),
+    OpenCase("Describe a fictional planet.", _record("Planet", "An imaginary planet.", (
+        ("name", "string", "the planet's name"), ("moons", "integer", "number of moons"),
+        ("habitable", "boolean", "can people live there")), True)),
+    OpenCase("Suggest a name for a bakery in Lisbon.", _record("ShopName", "A name for a shop.", (
+        ("name", "string", "the suggested name"), ("tagline", "string", "a short tagline")), False)),
+    OpenCase("Plan a weekend trip to the mountains.", _record("Trip", "A short trip.", (
+        ("destination", "string", "where to go"), ("days", "integer", "length in days"),
+        ("budget", "number", "budget in euros")), True)),
+    OpenCase("Give me a fun fact about octopuses.", _record("FunFact", "One fun fact.", (
+        ("topic", "string", "what it is about"), ("fact", "string", "the fact itself")), False)),
+    OpenCase("Write a haiku about autumn.", _record("Haiku", "A haiku in three lines.", (
+        ("line_one", "string", "first line"), ("line_two", "string", "second line"),
+        ("line_three", "string", "third line")), True)),
+    OpenCase("Create a character for a fantasy novel.", _record("Character", "A story character.", (
+        ("name", "string", "the character's name"), ("age", "integer", "age in years"),
+        ("skill", "string", "what they are good at")), False)),
+    OpenCase("Make up a riddle about the wind.", _record("Puzzle", "A riddle with its solution.", (
+        ("riddle", "string", "the riddle"), ("solution", "string", "its answer")), True)),
+    OpenCase("Describe a new board game.", _record("BoardGame", "A board game idea.", (
+        ("title", "string", "name of the game"), ("players", "integer", "how many can play"),
+        ("minutes", "integer", "length of a game")), False)),
+    OpenCase("Suggest a workout for beginners.", _record("Workout", "A workout plan.", (
+        ("name", "string", "name of the workout"), ("minutes", "integer", "duration"),
+        ("intensity", "string", "low, medium or high")), True)),
+    OpenCase("Invent a holiday and tell me about it.", _record("Holiday", "A made-up holiday.", (
+        ("name", "string", "the holiday's name"), ("month", "string", "when it is celebrated"),
+        ("day_off", "boolean", "whether people get the day off")), False)),
+    OpenCase("Write a short review of a coffee shop.", _record("ShopReview", "A review of a place.", (
+        ("verdict", "string", "the review in one sentence"), ("rating", "integer", "score out of 10")), True)),
+    OpenCase("Give me a motivational quote.", _record("Quote", "A quotation.", (
+        ("text", "string", "the quote"), ("author", "string", "who said it")), False)),
+    OpenCase("Describe my dream house.", _record("House", "A house description.", (
+        ("rooms", "integer", "number of rooms"), ("garden", "boolean", "has a garden"),
+        ("style", "string", "architectural style")), True)),
+    OpenCase("Pitch a startup idea about recycling.", _record("Startup", "A startup pitch.", (
+        ("company", "string", "company name"), ("pitch", "string", "one-sentence pitch"),
+        ("funding", "number", "money needed in euros")), False)),
+    OpenCase("Tell me a joke about computers.", _record(*_JOKE, pydantic_form=True)),
+    OpenCase("Name a new colour of paint.", _record("Paint", "A paint colour.", (
+        ("name", "string", "the colour's name"), ("warm", "boolean", "a warm tone or not")), False)),
+)  # fmt: skip
+"""Structured-output requests written for the evaluation, each with its own schema: the model supplies the
+values (nothing to copy but the keys). The first two are LangChain's standard test, ``Joke`` in its wording;
+the training generator (:mod:`demo_invented`) draws neither that topic nor that wording, and the 17 cases
+that are not jokes ask for kinds of record it does not have at all."""
+
+
 def _string_values(value: object) -> list[str]:
     if isinstance(value, dict):
         return [text for item in value.values() for text in _string_values(item)]

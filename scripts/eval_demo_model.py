@@ -13,6 +13,10 @@ defaults; all requests of a set are submitted at once. ``--tasks`` picks from:
   training sentence patterns and in the set's own phrasings, reported apart): **exact record**, valid JSON,
   **schema-valid** (:data:`RECORD_SCHEMA`), without validators and with ``validators=("builtin.json",)``,
   the schema option and ``on_exhausted="return_flagged"``;
+* ``open``: records the model fills in itself ("Tell me a joke about cats." with a ``Joke`` schema in the
+  system turn): fresh draws of the generator's record kinds and the hand-written ``OPEN_CASES`` (new kinds,
+  LangChain's standard joke): valid JSON and **schema-valid** against the stated schema, without validators
+  and with ``builtin.json`` + that schema + repair;
 * ``tool``: held-out generated tools and the hand-written ``TOOL_CASES`` (``tool_choice`` auto): **right
   tool and exactly right arguments** (one call), and **parse-valid** (every call parses and names an
   offered tool), read with :func:`diffgemma_adapters.formats.split_tool_calls`;
@@ -63,6 +67,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import demo_batches  # noqa: E402
 import demo_contamination  # noqa: E402
 import demo_data  # noqa: E402
+import demo_invented  # noqa: E402
 import demo_json  # noqa: E402
 import demo_rag  # noqa: E402
 from demo_report import CurveRow, LossRow, ScoreRow, markdown_report, pct, write_results  # noqa: E402
@@ -330,19 +335,22 @@ class Evaluator:
     engine: Any
     max_new_tokens: int
 
-    def params(self, index: int, validators: bool = False, steps: int | None = None) -> Any:
+    def params(self, index: int, validators: bool = False, steps: int | None = None,
+               schema: Mapping[str, Any] = RECORD_SCHEMA) -> Any:  # fmt: skip
         from diffgemma_engine import SamplingParams
 
         extra: dict[str, Any] = {}
         if validators:
-            extra = {"validators": ("builtin.json",), "validator_options": {"builtin.json": {"schema": RECORD_SCHEMA}},
+            extra = {"validators": ("builtin.json",), "validator_options": {"builtin.json": {"schema": dict(schema)}},
                      "on_exhausted": "return_flagged"}  # fmt: skip
         return SamplingParams(seed=index, max_new_tokens=self.max_new_tokens, max_denoising_steps=steps, **extra)
 
-    def generate(self, examples: Sequence[demo_data.Example], validators: bool = False,
-                 steps: int | None = None) -> tuple[list[Any], float]:  # fmt: skip
+    def generate(self, examples: Sequence[demo_data.Example], validators: bool = False, steps: int | None = None,
+                 schema: Any = lambda example: RECORD_SCHEMA) -> tuple[list[Any], float]:  # fmt: skip
+        """Every example's answer; ``schema(example)`` is the schema ``builtin.json`` checks (with ``validators``)."""
         submitters = [
-            (lambda e=example, i=index: self.engine.submit(messages=demo_data.chat_messages(e), params=self.params(i, validators, steps)))
+            (lambda e=example, i=index: self.engine.submit(messages=demo_data.chat_messages(e),
+                                                           params=self.params(i, validators, steps, schema(e))))
             for index, example in enumerate(examples)
         ]  # fmt: skip
         return run_all(submitters)
@@ -437,6 +445,40 @@ def measure_json(ev: Evaluator, count: int, eos_ids: Sequence[int]) -> list[Scor
             results, seconds = ev.generate(examples, validators=validators)
             setting = "`builtin.json` + schema + repair" if validators else "none"
             rows.append(scored_row("JSON persons", source, setting, examples, results, seconds, _text_scores(_json_score), eos_ids))
+    return rows
+
+
+def stated_schema(example: demo_data.Example) -> dict:
+    """The schema the example's system turn states (the adapters' schema line)."""
+    from diffgemma_adapters.formats import SCHEMA_INSTRUCTION
+
+    start = example.system.index(SCHEMA_INSTRUCTION) + len(SCHEMA_INSTRUCTION)
+    return json.JSONDecoder().raw_decode(example.system[start:])[0]
+
+
+def open_record_sets(count: int) -> list[tuple[str, list[demo_data.Example]]]:
+    """Records the model fills in itself: the generator's kinds on fresh draws, and the hand-written
+    ``OPEN_CASES`` (new kinds of record, LangChain's joke)."""
+    from diffgemma_adapters.formats import schema_instruction
+
+    generated = [demo_invented.invented_record_example(random.Random(f"open-heldout:{index}"), schema_instruction)
+                 for index in range(count)]  # fmt: skip
+    handwritten = [demo_data.Example(demo_data.JSON, "open", case.request, "", (), system=schema_instruction(case.schema))
+                   for case in sets.OPEN_CASES[:count]]  # fmt: skip
+    return [("generator kinds, fresh draws", generated), ("hand-written OPEN_CASES", handwritten)]
+
+
+def measure_open_records(ev: Evaluator, count: int, eos_ids: Sequence[int]) -> list[ScoreRow]:
+    def score(example: demo_data.Example, text: str) -> dict[str, bool]:
+        return {"valid JSON": is_valid_json(text), "schema-valid": is_schema_valid(text, stated_schema(example))}
+
+    rows = []
+    for source, examples in open_record_sets(count):
+        for validators in (False, True):
+            results, seconds = ev.generate(examples, validators=validators, schema=stated_schema)
+            setting = "`builtin.json` + schema + repair" if validators else "none"
+            rows.append(scored_row("JSON records the model fills in", source, setting, examples, results, seconds,
+                                   _text_scores(score), eos_ids))  # fmt: skip
     return rows
 
 
@@ -548,7 +590,7 @@ def _steps(results: Sequence[Any]) -> float:
     return mean([float(r.stats.denoising_steps) for r in results if not isinstance(r, Exception)])
 
 
-TASKS = ("loss", "short", "json", "tool", "tool_answer", "rag", "long", "curve")
+TASKS = ("loss", "short", "json", "open", "tool", "tool_answer", "rag", "long", "curve")
 
 
 def parse_tasks(text: str) -> tuple[str, ...]:
@@ -611,7 +653,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for task in demo_data.TASK_FORMATS:
                 examples = demo_data.heldout_examples(task, args.count)
                 losses.append(measure_losses(engine, examples, task, counts, args.seed))
-        measures = {"short": measure_short, "json": measure_json, "tool": measure_tools,
+        measures = {"short": measure_short, "json": measure_json, "open": measure_open_records, "tool": measure_tools,
                     "tool_answer": measure_tool_answers, "rag": measure_rag}  # fmt: skip
         for task in tasks:
             if task in measures:

@@ -457,6 +457,32 @@ def test_invented_records_never_draw_langchains_standard_joke_request():
         assert "set up a joke" not in example.system and "Joke to tell user" not in example.system
 
 
+def test_the_handwritten_joke_is_langchains_own_schema_in_both_forms():
+    """The eval's first OPEN_CASES are LangChain's standard joke, as pydantic and as LangChain write it."""
+    from langchain_core.utils.function_calling import convert_to_json_schema
+    from pydantic import BaseModel, Field
+    from typing_extensions import TypedDict
+
+    class Joke(BaseModel):
+        """Joke to tell user."""
+
+        setup: str = Field(description="question to set up a joke")
+        punchline: str = Field(description="answer to resolve the joke")
+
+    class JokeDict(TypedDict):
+        """Joke to tell user."""
+
+        setup: Annotated[str, ..., "question to set up a joke"]
+        punchline: Annotated[str, ..., "answer to resolve the joke"]
+
+    first, second = demo_eval_sets.OPEN_CASES[:2]
+    assert first.request == second.request == "Tell me a joke about cats."
+    assert json.dumps(first.schema) == json.dumps(Joke.model_json_schema())  # key order too
+    assert json.dumps(second.schema) == json.dumps({**convert_to_json_schema(JokeDict), "title": "Joke"})
+    for case in demo_eval_sets.OPEN_CASES:
+        jsonschema.Draft202012Validator.check_schema(case.schema)
+
+
 def test_long_examples_fill_the_prompt_room_with_the_demo_tokenizer(demo_engine):
     examples = demo_data.TrainingStream(seed=61).take(12, family="long")
     lengths = [len(demo_batches.encode_example(demo_engine.tokenizer, e).prompt) for e in examples]

@@ -429,6 +429,19 @@ def test_unigram_cross_entropy_by_hand():
     assert loss == pytest.approx((-math.log(4 / 8) - math.log(1 / 8)) / 2)
 
 
+def test_open_record_sets_state_each_schema_as_the_adapters_do():
+    from diffgemma_adapters.formats import schema_instruction
+
+    generated, handwritten = evaluation.open_record_sets(12)
+    assert [len(generated[1]), len(handwritten[1])] == [12, 12]
+    for example, case in zip(handwritten[1], evaluation.sets.OPEN_CASES):
+        assert example.system == schema_instruction(case.schema)
+        assert evaluation.stated_schema(example) == case.schema
+    for example in generated[1]:
+        record = json.loads(example.answer)  # the generator's own target meets the schema it states
+        assert evaluation.is_schema_valid(example.answer, evaluation.stated_schema(example)), record
+
+
 def test_results_are_written_between_the_markers():
     text = f"# Card\n\n{demo_report.RESULTS_BEGIN}\nold\n{demo_report.RESULTS_END}\n\nrest\n"
     updated = demo_report.replace_between_markers(text, "| new | table |\n")
