@@ -53,7 +53,7 @@ import random
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -346,7 +346,8 @@ class Evaluator:
         return SamplingParams(seed=index, max_new_tokens=self.max_new_tokens, max_denoising_steps=steps, **extra)
 
     def generate(self, examples: Sequence[demo_data.Example], validators: bool = False, steps: int | None = None,
-                 schema: Any = lambda example: RECORD_SCHEMA) -> tuple[list[Any], float]:  # fmt: skip
+                 schema: Callable[[demo_data.Example], Mapping[str, Any]] = lambda example: RECORD_SCHEMA,
+                 ) -> tuple[list[Any], float]:  # fmt: skip
         """Every example's answer; ``schema(example)`` is the schema ``builtin.json`` checks (with ``validators``)."""
         submitters = [
             (lambda e=example, i=index: self.engine.submit(messages=demo_data.chat_messages(e),
