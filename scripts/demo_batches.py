@@ -97,7 +97,7 @@ class BatchMaker:
 
     def __init__(self, tokenizer: Any, settings: TrainSettings, canvas_length: int) -> None:
         self.tokenizer = tokenizer
-        self.stream = demo_data.TrainingStream(settings.seed)
+        self.stream = demo_data.TrainingStream(settings.seed, demo_data.family_weights(settings.family_weights))
         self.scale = settings.batch_size / 48
         self.seed = settings.seed
         self.canvas_length = canvas_length

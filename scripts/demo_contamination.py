@@ -29,21 +29,27 @@ def example_text(example: demo_data.Example) -> str:
 
 @dataclass(frozen=True)
 class TrainRun:
-    """One training stage as ``train_demo_model.py`` ran it: its ``--seed``, its steps and its batch scale
-    (``--batch-size`` / 48); its batch ``i`` is ``TrainingStream(seed).batch(i, scale)``."""
+    """One training stage as ``train_demo_model.py`` ran it: its ``--seed``, its steps, its batch scale
+    (``--batch-size`` / 48) and its ``--family-weights``; its batch ``i`` is
+    ``TrainingStream(seed, family_weights(weights)).batch(i, scale)``."""
 
     seed: int
     steps: int
     scale: float = 1.0
+    weights: str = ""
 
     @classmethod
     def parse(cls, text: str) -> TrainRun:
-        """``SEED:STEPS`` or ``SEED:STEPS:SCALE``."""
+        """``SEED:STEPS``, ``SEED:STEPS:SCALE`` or ``SEED:STEPS:SCALE:WEIGHTS`` (``--family-weights``' text)."""
         parts = text.split(":")
-        if len(parts) in (2, 3):
+        if 2 <= len(parts) <= 4:
             with contextlib.suppress(ValueError):
-                return cls(int(parts[0]), int(parts[1]), float(parts[2]) if len(parts) == 3 else 1.0)
-        raise ValueError(f"a training run is SEED:STEPS or SEED:STEPS:SCALE (integers, a number), not {text!r}")
+                run = cls(int(parts[0]), int(parts[1]), float(parts[2]) if len(parts) >= 3 else 1.0,
+                          parts[3] if len(parts) == 4 else "")  # fmt: skip
+                demo_data.family_weights(run.weights)
+                return run
+        raise ValueError(f"a training run is SEED:STEPS[:SCALE[:WEIGHTS]] (integers, a number, --family-weights' "
+                         f"text), not {text!r}")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -63,7 +69,7 @@ def check_contamination(values: Iterable[str], runs: Sequence[TrainRun]) -> Cont
     hits: Counter[str] = Counter()
     snippets: list[str] = []
     for run in runs:
-        stream = demo_data.TrainingStream(run.seed)
+        stream = demo_data.TrainingStream(run.seed, demo_data.family_weights(run.weights))
         steps += run.steps
         for step in range(run.steps):
             for example in stream.batch(step, run.scale):

@@ -304,6 +304,29 @@ FAMILY_WEIGHTS = {"short": 0.2, "json": 0.18, "tool_call": 0.2, "tool_answer": 0
 """How often a training batch is drawn from each family (a batch holds one family, so lengths are alike)."""
 FAMILY_BATCH = {"short": 64, "json": 48, "tool_call": 16, "tool_answer": 16, "rag": 16, "long": 2}
 """Examples per batch: about 3-7 k tokens each, whatever the family's prompt length."""
+
+
+def family_weights(overrides: str = "") -> dict[str, float]:
+    """:data:`FAMILY_WEIGHTS` with some families' batch weights replaced: ``"tool_answer=0.2,long=0"``
+    (``train_demo_model.py --family-weights``); ``""`` keeps them all. A bad family or weight is a
+    ``ValueError`` naming it."""
+    weights = dict(FAMILY_WEIGHTS)
+    for item in filter(None, (part.strip() for part in overrides.split(","))):
+        family, _, value = item.partition("=")
+        if family.strip() not in weights:
+            raise ValueError(f"family weights: unknown family {family.strip()!r}; the families are {', '.join(FAMILIES)}")
+        try:
+            weight = float(value)
+        except ValueError:
+            raise ValueError(f"family weights: {item!r} needs a number after '='") from None
+        if not weight >= 0:  # NaN fails too
+            raise ValueError(f"family weights: {family.strip()} must be 0 or more, got {value.strip()}")
+        weights[family.strip()] = weight
+    if not any(weights.values()):
+        raise ValueError(f"family weights: every family is weighted 0 in {overrides!r}")
+    return weights
+
+
 LONG_PASSAGES = (24, 48)  # passages of a "long" context: about 1,200-2,600 tokens, to use the prompt room
 SYSTEM_PROBABILITY = 0.4
 

@@ -31,8 +31,9 @@ defaults; all requests of a set are submitted at once. ``--tasks`` picks from:
   :func:`diffgemma_adapters.request.prepare_request`: prefilled call, ``builtin.tool_call``) and RAG (no
   validator): valid %, exact %, mean denoising steps per answer, wall seconds.
 
-``--check-contamination SEED:STEPS:SCALE`` (once per training stage) regenerates the batches of the run
-(``TrainingStream(seed).batch(i, scale)`` for each step ``i``) and counts the training examples that hold
+``--check-contamination SEED:STEPS:SCALE[:WEIGHTS]`` (once per training stage; ``WEIGHTS`` is the run's
+``--family-weights``, if any) regenerates the batches of the run (``TrainingStream(seed, weights).batch(i,
+scale)`` for each step ``i``) and counts the training examples that hold
 any hand-written value (names, cities, tool names, argument values, results, answer spans) as a whole word.
 
     python scripts/eval_demo_model.py                                   # the shipped checkpoint, everything
@@ -615,8 +616,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-running", type=int, default=16, help="requests denoised together")
     parser.add_argument("--unigram-examples", type=int, default=20_000, help="training examples for the unigram baseline")
     parser.add_argument("--seed", type=int, default=0, help="seed of the corruption draws in the loss")
-    parser.add_argument("--check-contamination", metavar="SEED:STEPS[:SCALE]", action="append", default=[],
-                        help="regenerate the batches of a training run (its --seed, its steps, its --batch-size / 48) and "
+    parser.add_argument("--check-contamination", metavar="SEED:STEPS[:SCALE[:WEIGHTS]]", action="append", default=[],
+                        help="regenerate the batches of a training run (its --seed, its steps, its --batch-size / 48, "
+                             "its --family-weights) and "
                              "count the examples holding a hand-written value; once per stage of a warm-started checkpoint")
     parser.add_argument("--json-out", type=Path, help="also write the raw numbers here")
     parser.add_argument("--write-results", action="store_true",

@@ -126,6 +126,7 @@ class TrainSettings:
     canvas_repeats: int = 4  # noisy copies of each canvas decoded against one encoder pass of its prefix
     canvas_shift: float = 0.5  # of examples whose canvas starts at a random response token, not a block boundary
     init_from: str = ""  # a checkpoint directory to start from (its weights and tokenizer), or "" for scratch
+    family_weights: str = ""  # batch weights replacing demo_data.FAMILY_WEIGHTS' ("tool_answer=0.2,long=0"), or ""
 
 
 # -- tokenizer and model ----------------------------------------------------------------------------
@@ -453,6 +454,14 @@ def _drop_load_options(path: Path) -> None:
         path.write_text(json.dumps(kept, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+def _family_weights(text: str) -> str:
+    try:
+        demo_data.family_weights(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Train the small DiffusionGemma demo checkpoint.")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the finished checkpoint goes")
@@ -475,6 +484,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for name in ("seed", "batch_size", "warmup_steps", "tokenizer_examples", "canvas_repeats"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(TrainSettings, name))
     parser.add_argument("--init-from", default="", help="start from this checkpoint directory (weights and tokenizer)")
+    parser.add_argument("--family-weights", default="", type=_family_weights,
+                        help="batch weights of some families instead of demo_data.FAMILY_WEIGHTS', e.g. 'tool_answer=0.2,long=0'")
     for name in ("lr", "weight_decay", "self_conditioning_prob", "rate_power", "canvas_shift", "decay_fraction"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(TrainSettings, name))
     return parser.parse_args(argv)
@@ -491,6 +502,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         weight_decay=args.weight_decay, self_conditioning_prob=args.self_conditioning_prob,
         rate_power=args.rate_power, tokenizer_examples=args.tokenizer_examples, decay_fraction=args.decay_fraction,
         canvas_shift=args.canvas_shift, init_from=str(args.init_from), canvas_repeats=args.canvas_repeats,
+        family_weights=args.family_weights,
     )  # fmt: skip
     budget = args.minutes * 60.0
     device = torch.device(args.device)

@@ -369,6 +369,29 @@ def test_the_export_is_the_step_with_the_lowest_validation_loss(tmp_path):
 # -- eval metrics -----------------------------------------------------------------------------------
 
 
+def test_family_weights_replace_the_named_families_only_and_name_a_bad_one():
+    weights = demo_data.family_weights("tool_answer=0.3, long=0")
+    assert weights == {**demo_data.FAMILY_WEIGHTS, "tool_answer": 0.3, "long": 0.0}
+    assert demo_data.family_weights("") == demo_data.FAMILY_WEIGHTS
+    for bad, named in (("tools=1", "'tools'"), ("json=x", "'json=x'"), ("rag=-1", "rag"), ("rag=nan", "rag")):
+        with pytest.raises(ValueError, match=named):
+            demo_data.family_weights(bad)
+    with pytest.raises(ValueError, match="every family"):
+        demo_data.family_weights(",".join(f"{family}=0" for family in demo_data.FAMILIES))
+    with pytest.raises(SystemExit):
+        training.parse_args(["--family-weights", "tools=1"])
+
+
+def test_a_run_with_family_weights_draws_its_batches_from_those_families_only():
+    only_json = ",".join(f"{family}={int(family == 'json')}" for family in demo_data.FAMILIES)
+    settings = training.TrainSettings(seed=5, family_weights=only_json)
+    maker = demo_batches.BatchMaker(None, settings, canvas_length=32)
+    assert {e.task for i in range(12) for e in maker.stream.batch(i)} == {demo_data.JSON}
+    run = demo_contamination.TrainRun.parse(f"5:12:1:{only_json}")  # the contamination check draws the same
+    stream = demo_data.TrainingStream(run.seed, demo_data.family_weights(run.weights))
+    assert [e.prompt for e in stream.batch(3)] == [e.prompt for e in maker.stream.batch(3)]
+
+
 def test_contamination_check_regenerates_the_numbered_batches_of_each_stage():
     runs = [demo_contamination.TrainRun.parse("3:2"), demo_contamination.TrainRun.parse("4:1:0.5")]
     assert runs[1] == demo_contamination.TrainRun(4, 1, 0.5)
