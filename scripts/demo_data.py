@@ -312,16 +312,17 @@ def family_weights(overrides: str = "") -> dict[str, float]:
     ``ValueError`` naming it."""
     weights = dict(FAMILY_WEIGHTS)
     for item in filter(None, (part.strip() for part in overrides.split(","))):
-        family, _, value = item.partition("=")
-        if family.strip() not in weights:
-            raise ValueError(f"family weights: unknown family {family.strip()!r}; the families are {', '.join(FAMILIES)}")
+        name, _, value = item.partition("=")
+        family = name.strip()
+        if family not in weights:
+            raise ValueError(f"family weights: unknown family {family!r}; the families are {', '.join(FAMILIES)}")
         try:
             weight = float(value)
         except ValueError:
             raise ValueError(f"family weights: {item!r} needs a number after '='") from None
         if not weight >= 0:  # NaN fails too
-            raise ValueError(f"family weights: {family.strip()} must be 0 or more, got {value.strip()}")
-        weights[family.strip()] = weight
+            raise ValueError(f"family weights: {family} must be 0 or more, got {value.strip()}")
+        weights[family] = weight
     if not any(weights.values()):
         raise ValueError(f"family weights: every family is weighted 0 in {overrides!r}")
     return weights

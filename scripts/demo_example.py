@@ -1,6 +1,6 @@
 """The demo corpus's shared pieces: the :class:`Example` every family produces, and small helpers the
 families share (a salt-free hash to a unit number, how a JSON value is said in a request, a schema in the
-form pydantic writes one)."""
+form pydantic writes one, the schema a system turn states)."""
 
 from __future__ import annotations
 
@@ -53,3 +53,13 @@ def pydantic_schema(title: str, fields: Sequence[tuple[str, str, str]], doc: str
                   for key, kind, text in fields}  # fmt: skip
     head = {"description": doc} if doc else {}
     return {**head, "properties": properties, "required": [key for key, _, _ in fields], "title": title, "type": "object"}
+
+
+def stated_schema(example: Example) -> dict | None:
+    """The JSON schema the example's system turn opens with (the adapters' schema line), or ``None``."""
+    from diffgemma_adapters.formats import SCHEMA_INSTRUCTION
+
+    if not example.system.startswith(SCHEMA_INSTRUCTION):
+        return None
+    schema, _ = json.JSONDecoder().raw_decode(example.system, len(SCHEMA_INSTRUCTION))
+    return schema

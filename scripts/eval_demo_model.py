@@ -68,6 +68,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import demo_batches  # noqa: E402
 import demo_contamination  # noqa: E402
 import demo_data  # noqa: E402
+import demo_example  # noqa: E402
 import demo_invented  # noqa: E402
 import demo_json  # noqa: E402
 import demo_rag  # noqa: E402
@@ -451,11 +452,11 @@ def measure_json(ev: Evaluator, count: int, eos_ids: Sequence[int]) -> list[Scor
 
 
 def stated_schema(example: demo_data.Example) -> dict:
-    """The schema the example's system turn states (the adapters' schema line)."""
-    from diffgemma_adapters.formats import SCHEMA_INSTRUCTION
-
-    start = example.system.index(SCHEMA_INSTRUCTION) + len(SCHEMA_INSTRUCTION)
-    return json.JSONDecoder().raw_decode(example.system[start:])[0]
+    """The schema an open-record example's system turn states (every one of them states one)."""
+    schema = demo_example.stated_schema(example)
+    if schema is None:
+        raise ValueError(f"no schema line in the system turn of {example.prompt!r}")
+    return schema
 
 
 def open_record_sets(count: int) -> list[tuple[str, list[demo_data.Example]]]:

@@ -35,7 +35,7 @@ import demo_batches  # noqa: E402
 import train_demo_model as training  # noqa: E402
 from adapter_support import RecordingEngine  # noqa: E402
 
-from diffgemma_adapters.formats import SCHEMA_INSTRUCTION, schema_instruction, split_tool_calls  # noqa: E402
+from diffgemma_adapters.formats import schema_instruction, split_tool_calls  # noqa: E402
 
 TINY = training.ModelSize(
     vocab_size=512, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=32,
@@ -54,12 +54,7 @@ def demo_engine():
     engine.shutdown()
 
 
-def _system_schema(example: demo_data.Example) -> dict | None:
-    """The JSON schema a system turn states (the adapters' instruction), or ``None``."""
-    if not example.system.startswith(SCHEMA_INSTRUCTION):
-        return None
-    schema, _ = json.JSONDecoder().raw_decode(example.system, len(SCHEMA_INSTRUCTION))
-    return schema
+_system_schema = demo_example.stated_schema
 
 
 # -- one rendering: the corpus's conversations are the adapters' ----------------------------------------
