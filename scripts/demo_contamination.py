@@ -3,7 +3,6 @@ examples that hold a hand-written evaluation value (``scripts/eval_demo_model.py
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 from collections import Counter
@@ -42,14 +41,17 @@ class TrainRun:
     def parse(cls, text: str) -> TrainRun:
         """``SEED:STEPS``, ``SEED:STEPS:SCALE`` or ``SEED:STEPS:SCALE:WEIGHTS`` (``--family-weights``' text)."""
         parts = text.split(":")
+        reason = ""
         if 2 <= len(parts) <= 4:
-            with contextlib.suppress(ValueError):
+            try:
                 run = cls(int(parts[0]), int(parts[1]), float(parts[2]) if len(parts) >= 3 else 1.0,
                           parts[3] if len(parts) == 4 else "")  # fmt: skip
                 demo_data.family_weights(run.weights)
                 return run
+            except ValueError as error:
+                reason = f": {error}"
         raise ValueError(f"a training run is SEED:STEPS[:SCALE[:WEIGHTS]] (integers, a number, --family-weights' "
-                         f"text), not {text!r}")  # fmt: skip
+                         f"text), not {text!r}{reason}")  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -54,9 +54,6 @@ def demo_engine():
     engine.shutdown()
 
 
-_system_schema = demo_example.stated_schema
-
-
 # -- one rendering: the corpus's conversations are the adapters' ----------------------------------------
 
 
@@ -138,13 +135,13 @@ def test_a_corpus_schema_turn_is_what_prepare_request_sends(demo_engine):
     from diffgemma_adapters.settings import GenerationSettings
 
     settings = GenerationSettings(engine=demo_engine)
-    examples = [e for e in demo_data.TrainingStream(seed=12).take(400, family="json") if _system_schema(e)]
+    examples = [e for e in demo_data.TrainingStream(seed=12).take(400, family="json") if demo_example.stated_schema(e)]
     assert len(examples) > 100
     for example in examples[:40]:
-        caller = example.system[len(schema_instruction(_system_schema(example))) :].removeprefix("\n\n")
+        schema = demo_example.stated_schema(example)
+        caller = example.system[len(schema_instruction(schema)) :].removeprefix("\n\n")
         turns = ([Turn("system", caller)] if caller else []) + [Turn("user", example.prompt)]
-        request = prepare_request(settings, turns=turns,
-                                  response_format={"type": "json_schema", "schema": _system_schema(example)})  # fmt: skip
+        request = prepare_request(settings, turns=turns, response_format={"type": "json_schema", "schema": schema})
         assert request.messages == demo_data.chat_messages(example)
 
 
@@ -160,9 +157,9 @@ def test_the_corpus_trains_on_the_schema_texts_the_adapters_send():
         city: str
 
     examples = demo_data.TrainingStream(seed=13).take(2000, family="json")
-    trained = {e.system.split("\n\n")[0] for e in examples if e.kind == "person" and _system_schema(e)}
+    trained = {e.system.split("\n\n")[0] for e in examples if e.kind == "person" and demo_example.stated_schema(e)}
     assert schema_instruction(Person.model_json_schema()) in trained
-    schemas = [_system_schema(e) for e in examples if _system_schema(e)]
+    schemas = [schema for e in examples if (schema := demo_example.stated_schema(e))]
     langchain_form = [s for s in schemas if list(s)[:2] == ["title", "description"] and s["description"] == ""]
     assert langchain_form and all("title" not in field for s in langchain_form for field in s["properties"].values())
 
@@ -410,7 +407,7 @@ def test_json_targets_validate_against_the_schema_in_the_system_turn():
     examples = demo_data.TrainingStream(seed=51).take(3000, family="json") + demo_data.heldout_examples("json", 100)
     checked = {"person": 0, "record": 0, "invented": 0}
     for example in examples:
-        schema = _system_schema(example)
+        schema = demo_example.stated_schema(example)
         if schema is None:
             continue
         jsonschema.Draft202012Validator.check_schema(schema)
@@ -432,7 +429,7 @@ def test_invented_records_use_the_schema_forms_langchain_sends_and_copy_nothing_
         answer: Annotated[str, ..., "the solution"]
 
     examples = [e for e in demo_data.TrainingStream(seed=52).take(3000, family="json") if e.kind == "invented"]
-    schemas = [_system_schema(e) for e in examples]
+    schemas = [demo_example.stated_schema(e) for e in examples]
     langchain = {**convert_to_json_schema(Riddle), "title": "Riddle"}
     assert langchain in schemas  # the TypedDict form, key for key and in LangChain's order
     assert any(list(s) == ["description", "properties", "required", "title", "type"] for s in schemas)  # pydantic's
@@ -446,7 +443,7 @@ def test_invented_records_never_draw_langchains_standard_joke_request():
     """LangChain's standard suite asks "Tell me a joke about cats." with its own Joke wording: unseen here."""
     examples = [e for e in demo_data.TrainingStream(seed=53).take(4000, family="json") if e.kind == "invented"]
     assert len(examples) > 200
-    assert any(_system_schema(e).get("title") == "Joke" for e in examples)
+    assert any(demo_example.stated_schema(e).get("title") == "Joke" for e in examples)
     for example in examples:
         assert "cats" not in example.prompt.lower().split(), example.prompt
         assert "set up a joke" not in example.system and "Joke to tell user" not in example.system
