@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import demo_eval_sets  # noqa: E402  (scripts/demo_eval_sets.py: the hand-written PEOPLE)
 
 
-def run_agent(model: str, city: str, seed: int) -> tuple[bool, str]:
+def run_agent(model: str, city: str, seed: int, validators: list[str]) -> tuple[bool, str]:
     """One run of the docs' agent: (right, what it ended with)."""
     from langchain_core.messages import AIMessage
     from langchain_core.tools import tool
@@ -37,7 +37,7 @@ def run_agent(model: str, city: str, seed: int) -> tuple[bool, str]:
         calls.append(city)
         return f"It is sunny in {city}."
 
-    agent = create_react_agent(ChatDiffusionGemma(model=model, max_tokens=64, seed=seed), [tool(get_weather)])
+    agent = create_react_agent(ChatDiffusionGemma(model=model, max_tokens=64, seed=seed, validators=validators), [tool(get_weather)])
     try:
         state = agent.invoke({"messages": [("user", f"Get the weather for {city}.")]}, {"recursion_limit": 6})
     except Exception as error:  # a typed failure (a repair that ran out, the recursion limit) is a wrong run
@@ -53,13 +53,15 @@ def main() -> None:
     parser.add_argument("--model", default="demo", help="a checkpoint directory or model name (default: demo)")
     parser.add_argument("--cities", type=int, default=6, help="the first N cities of demo_eval_sets.PEOPLE")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--validator", action="append", default=[], dest="validators",
+                        help="a validator selection, as the CLI takes it (repeatable; e.g. default); none by default")  # fmt: skip
     args = parser.parse_args()
     warnings.filterwarnings("ignore", message="create_react_agent has been moved")
     cities = [city for _, city in demo_eval_sets.PEOPLE[: args.cities]]
     right = 0
     for city in cities:
         for seed in range(args.seeds):
-            ok, answer = run_agent(args.model, city, seed)
+            ok, answer = run_agent(args.model, city, seed, args.validators)
             right += ok
             print(f"{'right' if ok else 'wrong'}  {city:<12} seed {seed}: {answer[:60]!r}")
     total = len(cities) * args.seeds

@@ -89,9 +89,11 @@ def get_weather(city: str) -> str:
 
 
 @pytest.mark.filterwarnings("ignore:create_react_agent has been moved")
+@pytest.mark.parametrize("validators", [(), ("default",)], ids=["no-validators", "default-validators"])
 @pytest.mark.parametrize("city", ["Riga", "Porto"])
-def test_langgraph_agent_on_the_demo_model_calls_the_tool_and_answers_from_its_result(city):
-    """The docs' LangGraph example, unforced, on the default model: it chooses the tool itself."""
+def test_langgraph_agent_on_the_demo_model_calls_the_tool_and_answers_from_its_result(city, validators):
+    """The docs' LangGraph example, unforced, on the default model: it chooses the tool itself. With the
+    default validators too: the tool-call markers it writes are response syntax, not leaked control tokens."""
     pytest.importorskip("langgraph")
     from langchain_core.messages import AIMessage
     from langchain_core.tools import tool
@@ -99,7 +101,7 @@ def test_langgraph_agent_on_the_demo_model_calls_the_tool_and_answers_from_its_r
 
     from diffgemma_adapters.langchain import ChatDiffusionGemma
 
-    agent = create_react_agent(ChatDiffusionGemma(model="demo", max_tokens=64, seed=0), [tool(get_weather)])
+    agent = create_react_agent(ChatDiffusionGemma(model="demo", max_tokens=64, seed=0, validators=list(validators)), [tool(get_weather)])
     messages = agent.invoke({"messages": [("user", f"Get the weather for {city}.")]}, {"recursion_limit": 6})["messages"]
     assert CALLS == [f"get_weather({city})"]
     assert isinstance(messages[-1], AIMessage) and not messages[-1].tool_calls

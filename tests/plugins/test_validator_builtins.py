@@ -42,6 +42,15 @@ def test_pipe_delimited_markers_are_flagged_but_html_is_not():
     assert not run_validator(SpecialTokenLeak(), make_block("Use <div> and <span> tags, or <br/>."))
 
 
+def test_tool_call_markers_are_response_syntax_but_a_made_up_tool_response_is_a_leak():
+    call = '<|tool_call>call:get_weather{city:<|"|>Riga<|"|>}<tool_call|>'
+    assert not run_validator(SpecialTokenLeak(), make_block(call))
+    block = make_block(call + "<|tool_response>response:get_weather{}<tool_response|>")
+    [violation] = run_validator(SpecialTokenLeak(), block)
+    flagged = "".join(span_text(block, s) for s in violation.spans)
+    assert "<|tool_response>" in flagged and "<tool_call|>" not in flagged and violation.severity is Severity.ERROR
+
+
 def test_special_token_text_inside_code_is_not_flagged():
     text = 'Set the pad token:\n```python\ntokenizer.pad_token = "<pad>"\n```\nor use `<eos>` directly.'
     assert not run_validator(SpecialTokenLeak(), make_block(text))
