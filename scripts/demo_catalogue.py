@@ -304,7 +304,7 @@ def everyday_request(rng: random.Random, tool: EverydayTool, args: dict) -> str:
 
 RESULTS = ("Done", "Confirmed for {time}", "Booked for {day}", "Sent at {time}", "{n} minutes away",
            "Closed until {day}", "Open until {time}", "{n} results found", "Nothing found", "Available on {day}",
-           "Costs {n} euros", "{n} percent", "Arrives on {day} at {time}", "Saved as item {n}", "Queued, number {n}",
+           "Costs {n} euros", "{n} percent", "Arrives on {day} at {time}", "Stored as item {n}", "Queued, number {n}",
            "Scheduled for {day}", "Failed: try again at {time}", "{n} people", "Reference {code}")  # fmt: skip
 
 

@@ -3,27 +3,13 @@ examples that hold a hand-written evaluation value (``scripts/eval_demo_model.py
 
 from __future__ import annotations
 
-import json
-import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import demo_data
-
-
-def value_pattern(values: Iterable[str]) -> re.Pattern[str] | None:
-    """One case-insensitive pattern matching any of ``values`` as whole words (values without a letter,
-    such as bare numbers, are left out: they occur everywhere)."""
-    wanted = sorted({v for v in values if any(c.isalpha() for c in v)}, key=len, reverse=True)
-    if not wanted:
-        return None
-    return re.compile(r"(?<!\w)(?:" + "|".join(re.escape(v) for v in wanted) + r")(?!\w)", re.IGNORECASE)
-
-
-def example_text(example: demo_data.Example) -> str:
-    return "\n".join((example.system, example.prompt, example.answer, json.dumps(example.tools, ensure_ascii=False),
-                      json.dumps(example.history, ensure_ascii=False)))  # fmt: skip
+from demo_example import example_text
+from demo_values import value_pattern
 
 
 @dataclass(frozen=True)

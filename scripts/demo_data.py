@@ -43,7 +43,7 @@ from diffgemma_adapters.formats import SCHEMA_INSTRUCTION, declare_tools
 
 import demo_eval_sets  # noqa: F401  (importing it reserves the hand-written evaluation values)
 import demo_values
-from demo_example import DAYS, Example, stable_unit
+from demo_example import DAYS, Example, example_text, stable_unit
 from demo_json import (
     CITIES,
     HELDOUT_NAMES,
@@ -334,7 +334,17 @@ SYSTEM_PROBABILITY = 0.4
 
 def family_example(rng: random.Random, family: str, by_kind: dict, kinds: Sequence[str],
                    weights: Sequence[float]) -> Example:  # fmt: skip
-    """One training example of ``family`` (with a system turn at :data:`SYSTEM_PROBABILITY`)."""
+    """One training example of ``family`` (with a system turn at :data:`SYSTEM_PROBABILITY`); a draw that
+    holds a hand-written evaluation value as a whole word anywhere (a material, a month phrase, a word of a
+    made-up place) is drawn again, so no training example holds one."""
+    while True:
+        example = _draw_family_example(rng, family, by_kind, kinds, weights)
+        if not demo_values.holds_reserved(example_text(example)):
+            return example
+
+
+def _draw_family_example(rng: random.Random, family: str, by_kind: dict, kinds: Sequence[str],
+                         weights: Sequence[float]) -> Example:  # fmt: skip
     if family == "short":
         kind = rng.choices(kinds, weights)[0]
         if kind == REPEAT:

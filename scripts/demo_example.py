@@ -34,6 +34,12 @@ class Example:
         return json.dumps(asdict(self), ensure_ascii=False)
 
 
+def example_text(example: Example) -> str:
+    """Every string a training example shows the model (turns, target, tools, history), for a search."""
+    return "\n".join((example.system, example.prompt, example.answer, json.dumps(example.tools, ensure_ascii=False),
+                      json.dumps(example.history, ensure_ascii=False)))  # fmt: skip
+
+
 def stable_unit(text: str) -> float:
     """A number in [0, 1) from ``text``, the same on every machine and Python (no ``hash()`` salt)."""
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") / 2**64

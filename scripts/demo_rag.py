@@ -71,7 +71,7 @@ PROSE_RELATIONS = (
 STRUCTURES = ("Bridge", "Tower", "Museum", "Library", "Theatre", "Station", "Lighthouse", "Market", "Hall", "Gallery",
               "Observatory", "Mill", "Chapel", "Stadium", "Harbour", "Castle", "Garden", "Dam")  # fmt: skip
 GROUPS = ("Society", "Quartet", "Club", "Institute", "Choir", "Trust", "Cooperative", "Orchestra", "Foundation", "League")
-MATERIALS = ("oak", "granite", "steel", "glass", "red brick", "titanium", "limestone", "bamboo", "copper", "marble", "pine")
+MATERIALS = ("oak", "granite", "steel", "glass", "red brick", "cedar", "limestone", "bamboo", "copper", "marble", "pine")
 ROLES = ("chair", "treasurer", "director", "secretary", "conductor", "captain", "founder", "editor", "coach")
 ANIMALS = ("cat", "dog", "parrot", "goat", "horse", "owl", "tortoise", "donkey")
 EVENTS = ("fair", "festival", "open day", "reading club", "concert", "market", "race", "quiz night", "workshop")

@@ -11,7 +11,9 @@ training.
 from __future__ import annotations
 
 import random
+import re
 import string
+from collections.abc import Iterable
 
 ONSETS = ("b", "br", "c", "ch", "d", "dr", "f", "g", "gr", "h", "j", "k", "kl", "l", "m", "n", "p", "pr",
           "r", "s", "sh", "st", "t", "th", "tr", "v", "w", "z", "", "", "y", "qu", "sk", "pl", "x", "ts")  # fmt: skip
@@ -40,6 +42,29 @@ def reserve(values: object) -> None:
 
 def is_reserved(text: str) -> bool:
     return text.lower() in RESERVED
+
+
+def value_pattern(values: Iterable[str]) -> re.Pattern[str] | None:
+    """One case-insensitive pattern matching any of ``values`` as whole words (values without a letter,
+    such as bare numbers, are left out: they occur everywhere)."""
+    wanted = sorted({v for v in values if any(c.isalpha() for c in v)}, key=len, reverse=True)
+    if not wanted:
+        return None
+    return re.compile(r"(?<!\w)(?:" + "|".join(re.escape(v) for v in wanted) + r")(?!\w)", re.IGNORECASE)
+
+
+_reserved_pattern: tuple[int, re.Pattern[str] | None] = (0, None)
+
+
+def holds_reserved(text: str) -> bool:
+    """Whether ``text`` holds a reserved string as a whole word (inside a made-up place such as "Little
+    Pune", or a sentence such as "… every October."): the test the contamination check applies to a whole
+    training example."""
+    global _reserved_pattern
+    if _reserved_pattern[0] != len(RESERVED):
+        _reserved_pattern = (len(RESERVED), value_pattern(RESERVED))
+    pattern = _reserved_pattern[1]
+    return pattern is not None and pattern.search(text) is not None
 
 
 def _accent(word: str, rng: random.Random) -> str:

@@ -29,6 +29,7 @@ import demo_eval_sets  # noqa: E402  (reserves the hand-written values, as the e
 import demo_example  # noqa: E402
 import demo_rag  # noqa: E402
 import demo_catalogue  # noqa: E402
+import demo_contamination  # noqa: E402
 import demo_tools  # noqa: E402
 import demo_values  # noqa: E402
 import demo_batches  # noqa: E402
@@ -264,6 +265,17 @@ def test_the_training_process_reserves_the_handwritten_values():
     out = subprocess.run([sys.executable, "-c", code], cwd=SCRIPTS, capture_output=True, text=True, check=True,
                          timeout=300)  # fmt: skip
     assert int(out.stdout.strip()) >= 2 * len(demo_eval_sets.PEOPLE) - 5
+
+
+def test_no_training_example_holds_a_handwritten_value_as_a_whole_word():
+    # the families whose sentences once carried hand-written spans ("every October", "titanium", "Saved")
+    weights = ",".join(f"{family}={int(family in ('rag', 'tool_answer'))}" for family in demo_data.FAMILIES)
+    found = demo_contamination.check_contamination(demo_values.RESERVED, [demo_contamination.TrainRun(7, 120, 1, weights)])
+    assert found.examples > 1_500
+    assert found.contaminated == 0, demo_contamination.contamination_report(found)
+    assert demo_values.holds_reserved("The fair is held every October.")
+    assert demo_values.holds_reserved("Little Pune lies east.")
+    assert not demo_values.holds_reserved("Punes and Octoberfests.")
 
 
 def _scripts_of(text: str) -> set[str]:
