@@ -53,7 +53,7 @@ def value_pattern(values: Iterable[str]) -> re.Pattern[str] | None:
     return re.compile(r"(?<!\w)(?:" + "|".join(re.escape(v) for v in wanted) + r")(?!\w)", re.IGNORECASE)
 
 
-_reserved_pattern: tuple[int, re.Pattern[str] | None] = (0, None)
+_reserved_pattern: tuple[int, re.Pattern[str] | None] = (0, None)  # (len(RESERVED) it was built for, pattern)
 
 
 def holds_reserved(text: str) -> bool:

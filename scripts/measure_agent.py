@@ -29,6 +29,7 @@ def run_agent(model: str, city: str, seed: int, validators: list[str]) -> tuple[
     from langgraph.prebuilt import create_react_agent
 
     from diffgemma_adapters.langchain import ChatDiffusionGemma
+    from diffgemma_engine import InvalidRequestError
 
     calls: list[str] = []
 
@@ -40,6 +41,8 @@ def run_agent(model: str, city: str, seed: int, validators: list[str]) -> tuple[
     agent = create_react_agent(ChatDiffusionGemma(model=model, max_tokens=64, seed=seed, validators=validators), [tool(get_weather)])
     try:
         state = agent.invoke({"messages": [("user", f"Get the weather for {city}.")]}, {"recursion_limit": 6})
+    except InvalidRequestError:
+        raise  # a bad setting (an unknown --validator) is the caller's mistake, not a wrong run
     except Exception as error:  # a typed failure (a repair that ran out, the recursion limit) is a wrong run
         return False, f"<{type(error).__name__}>"
     last = state["messages"][-1]

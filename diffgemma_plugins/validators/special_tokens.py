@@ -13,17 +13,19 @@ from ..validator_registry import ValidationContext
 from ._text import CodeRegions, fence_open_after, merge_spans, token_span
 from .gemma_syntax import CALL_CLOSE, CALL_OPEN
 
-# Gemma-family control tokens as they decode: <pad>, <start_of_turn>, <unused12>, and the
-# pipe-delimited markers (<|turn>, <turn|>, <|channel|>, ...). HTML tags never contain a pipe.
-SPECIAL_TOKEN_TEXT = re.compile(
-    r"<(?:pad|bos|eos|unk|mask|start_of_turn|end_of_turn|start_of_image|end_of_image"
-    r"|image_soft_token|audio_soft_token|unused\d+)>"
-    r"|<\|[a-z][a-z_]*\|?>|<[a-z][a-z_]*\|>"
-)
 # Markers a response is meant to write: a tool call in Gemma 4's syntax (the chat template renders the
 # model's calls in them, and the adapters read calls from them). Its tool-response markers are not: a
 # model that writes them is making up a tool's result.
-RESPONSE_SYNTAX = frozenset({CALL_OPEN, CALL_CLOSE})
+RESPONSE_SYNTAX = (CALL_OPEN, CALL_CLOSE)
+# Gemma-family control tokens as they decode: <pad>, <start_of_turn>, <unused12>, and the
+# pipe-delimited markers (<|turn>, <turn|>, <|channel|>, ...) other than RESPONSE_SYNTAX. HTML tags
+# never contain a pipe.
+SPECIAL_TOKEN_TEXT = re.compile(
+    "(?!" + "|".join(map(re.escape, RESPONSE_SYNTAX)) + ")"
+    r"(?:<(?:pad|bos|eos|unk|mask|start_of_turn|end_of_turn|start_of_image|end_of_image"
+    r"|image_soft_token|audio_soft_token|unused\d+)>"
+    r"|<\|[a-z][a-z_]*\|?>|<[a-z][a-z_]*\|>)"
+)
 
 
 @dataclass(frozen=True)
@@ -56,14 +58,12 @@ class SpecialTokenLeak:
     def validate(self, block: BlockView, ctx: ValidationContext) -> list[Violation]:
         options: SpecialTokenOptions = ctx.options
         code = CodeRegions(block.text, starts_in_fence=fence_open_after(block.committed_text))
-        leaks = [
-            m for m in SPECIAL_TOKEN_TEXT.finditer(block.text) if m.start() not in code and m.group() not in RESPONSE_SYNTAX
-        ]
+        leaks = [m for m in SPECIAL_TOKEN_TEXT.finditer(block.text) if m.start() not in code]
         spans = [token_span(block, m.start(), m.end()) for m in leaks]
         spans += [(p, p + 1) for p, token in enumerate(block.token_ids) if token in options.token_ids]
         if not spans:
             return []
-        leftover = SPECIAL_TOKEN_TEXT.sub(lambda m: m.group() if m.group() in RESPONSE_SYNTAX else "", block.text).strip()
+        leftover = SPECIAL_TOKEN_TEXT.sub("", block.text).strip()
         only_leaks = not leftover and all(
             token in options.token_ids or any(s <= p < e for s, e in spans) for p, token in enumerate(block.token_ids)
         )
